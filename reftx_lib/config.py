@@ -1,0 +1,80 @@
+"""Model configuration and the seed's size presets.
+
+One dataclass holds every architectural choice, so a checkpoint can rebuild its
+model from the stored dict alone (see ``ModelConfig.to_dict``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
+
+# The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
+# ``smoke`` is ours: a model small enough for unit tests and CI notebooks.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "smoke": dict(d_model=32, n_layers=1, n_heads=2),
+    "tiny": dict(d_model=128, n_layers=2, n_heads=4),
+    "small": dict(d_model=256, n_layers=4, n_heads=8),
+    "medium": dict(d_model=512, n_layers=6, n_heads=8),
+    "large": dict(d_model=768, n_layers=8, n_heads=12),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every size and switch of a model.
+
+    For ``ReferenceTransformer`` ``n_layers`` is the number of layers *per stack*
+    (encoder and decoder each get ``n_layers``), as in Vaswani et al. (2017).
+    """
+
+    vocab_size: int
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int | None = None  # None means 4 * d_model
+    dropout: float = 0.1
+    max_len: int = 1024
+    pad_token_id: int = PAD_ID
+    bos_token_id: int = BOS_ID
+    eos_token_id: int = EOS_ID
+    sep_token_id: int = SEP_ID
+    norm_first: bool = True  # pre-LN: stable when training from scratch
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
+                f"allowed n_heads values here: {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        specials = dict(pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
+                        eos_token_id=self.eos_token_id, sep_token_id=self.sep_token_id)
+        for name, value in specials.items():
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name} must be in [0, vocab_size={self.vocab_size}), got {value}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_preset(cls, name: str, vocab_size: int, **overrides) -> "ModelConfig":
+        """Build a config from a named size, with keyword overrides (e.g. ``dropout=0.0``)."""
+        if name not in MODEL_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; allowed values: {sorted(MODEL_PRESETS)}")
+        return cls(vocab_size=vocab_size, **{**MODEL_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return replace(self, **changes)

@@ -1,0 +1,150 @@
+"""Decoding for both architectures: greedy, sampling (temperature / top-k / top-p) and beam search.
+
+The algorithms only need three hooks from a model, so one implementation serves
+the decoder-only model (whose input is a prompt) and the encoder-decoder (whose
+input is the source, encoded once):
+
+- ``state, first = model._init_state(input_ids, use_cache)``
+- ``logits = model._next_logits(state, new_tokens)``: append (B, n), return (B, V)
+- ``model._reorder_state(state, index)``: follow the surviving beams
+
+With ``use_cache=True`` each step feeds only the newest token and reuses the
+cached keys/values; ``use_cache=False`` recomputes the whole prefix, which is
+slow but is the reference the cache is tested against.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Mask (B, V) logits outside the top-k set and outside the smallest nucleus of mass top_p."""
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int = 64,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generate up to ``max_new_tokens`` tokens per row and stop rows at EOS.
+
+    Returns the new tokens only, (B, <= max_new_tokens), with padding after a
+    row's EOS. ``num_beams > 1`` runs beam search (deterministic; sampling
+    options are then rejected), scoring finished hypotheses by
+    ``sum log p / length ** length_penalty``.
+    """
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if num_beams > 1 and do_sample:
+        raise ValueError("beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use do_sample=False for greedy decoding")
+    was_training = model.training
+    model.eval()
+    try:
+        if num_beams > 1:
+            return _beam_search(model, input_ids, max_new_tokens, num_beams, length_penalty, use_cache)
+        return _sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator)
+    finally:
+        model.train(was_training)
+
+
+def _sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator):
+    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    state, first = model._init_state(input_ids, use_cache)
+    logits = model._next_logits(state, first)  # (B, V)
+    finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+    out = []
+    for _ in range(max_new_tokens):
+        if do_sample:
+            probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+        else:
+            token = logits.argmax(dim=-1)  # (B,)
+        token = token.masked_fill(finished, pad)
+        out.append(token)
+        finished |= token == eos
+        if bool(finished.all()) or len(out) == max_new_tokens:
+            break
+        logits = model._next_logits(state, token[:, None])
+    return torch.stack(out, dim=1)
+
+
+def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache):
+    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    b, device = input_ids.size(0), input_ids.device
+    state, first = model._init_state(input_ids, use_cache)
+    model._reorder_state(state, torch.arange(b, device=device).repeat_interleave(k))  # (B*K) rows
+    logits = model._next_logits(state, first.repeat_interleave(k, dim=0))  # (B*K, V)
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not pick duplicates
+    seqs = torch.empty(b * k, 0, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(b)]
+    done = [False] * b
+    for step in range(1, max_new_tokens + 1):
+        logp = logits.float().log_softmax(dim=-1)  # (B*K, V)
+        vocab = logp.size(-1)
+        candidates = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)  # (B, K*V)
+        top_scores, top_idx = candidates.topk(2 * k, dim=1)  # (B, 2K): enough to refill K after EOS
+        next_scores = torch.full((b, k), float("-inf"), device=device)
+        next_tokens = torch.full((b, k), pad, dtype=torch.long, device=device)
+        next_beams = torch.zeros((b, k), dtype=torch.long, device=device)
+        for i in range(b):
+            if done[i]:
+                continue
+            filled = 0
+            for score, idx in zip(top_scores[i].tolist(), top_idx[i].tolist()):
+                beam, token = divmod(idx, vocab)
+                if score == float("-inf"):
+                    break
+                if token == eos:
+                    seq = torch.cat([seqs[i * k + beam], torch.tensor([eos], device=device)])
+                    finished[i].append((score / step ** length_penalty, seq))
+                else:
+                    next_scores[i, filled], next_tokens[i, filled], next_beams[i, filled] = score, token, beam
+                    filled += 1
+                if filled == k:
+                    break
+            finished[i].sort(key=lambda h: h[0], reverse=True)
+            del finished[i][k:]
+            best_open = next_scores[i].max().item() / step ** length_penalty
+            done[i] = filled == 0 or (len(finished[i]) == k and finished[i][-1][0] >= best_open)
+        index = (torch.arange(b, device=device)[:, None] * k + next_beams).flatten()  # (B*K,)
+        seqs = torch.cat([seqs[index], next_tokens.flatten()[:, None]], dim=1)
+        scores = next_scores
+        if all(done) or step == max_new_tokens:
+            break
+        model._reorder_state(state, index)
+        logits = model._next_logits(state, next_tokens.flatten()[:, None])
+    best = []
+    for i in range(b):
+        if finished[i]:
+            best.append(finished[i][0][1])
+        else:  # no beam reached EOS within max_new_tokens: take the best open one
+            best.append(seqs[i * k + int(scores[i].argmax())])
+    width = max(1, max(len(s) for s in best))
+    out = torch.full((b, width), pad, dtype=torch.long, device=device)
+    for i, seq in enumerate(best):
+        out[i, : len(seq)] = seq
+    return out

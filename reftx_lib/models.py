@@ -1,0 +1,402 @@
+"""The two architectures the course compares.
+
+``ReferenceTransformer`` is the encoder-decoder of Vaswani et al. (2017);
+``ReferenceDecoderOnly`` is the same decoder stack without the encoder and
+without cross-attention (GPT-style). Both share ``BaseLanguageModel``: one
+embedding, sinusoidal positions, one output projection, parameter and FLOP
+accounting, and ``generate``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .generation import generate as _generate
+from .layers import DecoderLayer, EncoderLayer, SinusoidalPositionalEncoding, key_padding_mask
+
+IGNORE_INDEX = -100
+
+
+class BaseLanguageModel(nn.Module):
+    """What both architectures share: embeddings, output head, accounting, generation.
+
+    Subclasses implement ``forward`` and the incremental-decoding hooks
+    ``_init_state`` / ``_next_logits`` / ``_reorder_state`` used by ``generate``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        d_model: int = 128,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_ff: int | None = None,
+        dropout: float = 0.1,
+        max_len: int = 1024,
+        pad_token_id: int = 0,
+        sep_token_id: int = 3,
+        *,
+        config: ModelConfig | None = None,
+        **options,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            if vocab_size is None:
+                raise ValueError("vocab_size is required (or pass config=ModelConfig(...))")
+            config = ModelConfig(
+                vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff,
+                dropout=dropout, max_len=max_len, pad_token_id=pad_token_id, sep_token_id=sep_token_id,
+                **options,
+            )
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.drop = nn.Dropout(c.dropout)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    @classmethod
+    def from_preset(cls, name: str, vocab_size: int, **overrides) -> "BaseLanguageModel":
+        """A model of one of the seed's sizes (``tiny``, ``small``, ``medium``, ``large``) or ``smoke``."""
+        return cls(config=ModelConfig.from_preset(name, vocab_size, **overrides))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict) -> "BaseLanguageModel":
+        """Rebuild a model from a stored config (as saved in checkpoints)."""
+        return cls(config=config if isinstance(config, ModelConfig) else ModelConfig(**config))
+
+    def _init_weights(self) -> None:
+        """GPT-2 style init (N(0, 0.02), zero biases): the same for both models and the HF peers."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    # ----------------------------------------------------------------- inputs
+    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
+        """Bad ids give a message naming the field and the fix, not an index error deep in torch."""
+        if ids.dim() != 2:
+            raise ValueError(f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}")
+        if ids.size(1) > self.config.max_len:
+            raise ValueError(
+                f"{name} has length {ids.size(1)} > max_len={self.config.max_len}; "
+                "truncate or chunk the input, or build the model with a larger max_len"
+            )
+        if ids.numel() and (int(ids.max()) >= self.config.vocab_size or int(ids.min()) < 0):
+            raise ValueError(
+                f"{name} holds token id {int(ids.max())} outside [0, vocab_size={self.config.vocab_size}); "
+                "use the tokenizer the model was built for"
+            )
+
+    def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D): scaled token embedding plus position, as in the 2017 paper."""
+        return self.drop(self.pos(self.embed(ids) * math.sqrt(self.config.d_model), offset))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and -100 are ignored."""
+        labels = labels.masked_fill(labels == self.config.pad_token_id, IGNORE_INDEX)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+
+    # ------------------------------------------------------------- accounting
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts from closed-form formulas (tests check them against the modules).
+
+        Components are disjoint and add up to ``total``: embeddings, lm_head (0 when
+        tied), encoder_self_attention, decoder_self_attention, cross_attention, ffn,
+        norms. ``encoder`` and ``decoder`` are stack totals; ``non_embedding`` leaves
+        out the token embedding and any untied output matrix.
+        """
+        c = self.config
+        d, f, n = c.d_model, c.d_ff, c.n_layers
+        attn = 4 * d * d + 4 * d  # q, k, v, out projections with biases
+        ffn = 2 * d * f + f + d
+        ln = 2 * d
+        enc = self._has_encoder()
+        final_norms = (2 if enc else 1) if c.norm_first else 0
+        counts = {
+            "embeddings": c.vocab_size * d,
+            "lm_head": 0 if c.tie_embeddings else c.vocab_size * d,
+            "encoder_self_attention": n * attn if enc else 0,
+            "decoder_self_attention": n * attn,
+            "cross_attention": n * attn if enc else 0,
+            "ffn": (2 if enc else 1) * n * ffn,
+            "norms": ((2 * n + 3 * n) if enc else 2 * n) * ln + final_norms * ln,
+        }
+        counts["encoder"] = n * (attn + ffn + 2 * ln) + (ln if c.norm_first else 0) if enc else 0
+        counts["decoder"] = n * (attn * (2 if enc else 1) + ffn + (3 if enc else 2) * ln) + (ln if c.norm_first else 0)
+        counts["total"] = sum(counts[k] for k in ("embeddings", "lm_head", "encoder_self_attention",
+                                                  "decoder_self_attention", "cross_attention", "ffn", "norms"))
+        counts["non_embedding"] = counts["total"] - counts["embeddings"] - counts["lm_head"]
+        return counts
+
+    def _has_encoder(self) -> bool:
+        return False
+
+    def flops_per_token(self, seq_len: int | None = None, *, src_len: int | None = None,
+                        tgt_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward = 3 x forward) per *predicted* token.
+
+        Decoder-only, context T (Kaplan et al. 2020; PaLM appendix B):
+            6 * N_mm + 12 * L * D * T
+        where N_mm = L * (4 D^2 + 2 D F) + D V are the weights used in matrix
+        multiplies (attention projections, FFN, output head) and 12 L D T counts
+        QK^T and AV. Encoder-decoder, source S and target T, per target token:
+            [6 * (S * L * (6 D^2 + 2 D F) + T * (L * (6 D^2 + 2 D F) + D V))
+             + 12 * L * D * (S^2 + T^2 + T S)] / T
+        (encoder self-attention and the cross-attention K/V projections run over
+        the S source tokens; decoder self-attention, cross-attention Q/O, FFN and
+        the head over the T target tokens). Biases, norms and softmax are ignored.
+        """
+        c = self.config
+        d, f, n, v = c.d_model, c.d_ff, c.n_layers, c.vocab_size
+        if not self._has_encoder():
+            t = seq_len or c.max_len
+            return 6 * (n * (4 * d * d + 2 * d * f) + d * v) + 12 * n * d * t
+        if src_len is None or tgt_len is None:
+            if seq_len is None:
+                raise ValueError("the encoder-decoder needs src_len= and tgt_len= (or a packed seq_len to halve)")
+            src_len, tgt_len = seq_len // 2, seq_len - seq_len // 2
+        s, t = src_len, tgt_len
+        matmul = s * n * (4 * d * d + 2 * d * f + 2 * d * d) + t * (n * (4 * d * d + 2 * d * d + 2 * d * f) + d * v)
+        return (6 * matmul + 12 * n * d * (s * s + t * t + t * s)) / t
+
+    def estimate_mfu(self, flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
+        """Model FLOPs utilization: achieved training FLOP/s over the device's peak."""
+        return flops_per_token * tokens_per_s / peak_flops
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
+        """Decode up to ``max_new_tokens`` tokens; see ``reftx_lib.generation.generate`` for options.
+
+        For the decoder-only model ``input_ids`` is the prompt; for the
+        encoder-decoder it is the source. Returns only the new tokens (B, <= max_new_tokens),
+        right-padded after each row's EOS.
+        """
+        return _generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+
+class ReferenceDecoderOnly(BaseLanguageModel):
+    """GPT-style language model: causal decoder layers, no encoder, no cross-attention.
+
+    >>> model = ReferenceDecoderOnly.from_preset("tiny", vocab_size=8192)
+    >>> out = model(ids, labels=ids)   # out["logits"] (B, T, V), out["loss"] next-token CE
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        c = self.config
+        self.layers = nn.ModuleList(
+            DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, cross_attention=False)
+            for _ in range(c.n_layers)
+        )
+        self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self._init_weights()
+
+    def _decode(self, ids, caches=None, offset=0, need_weights=False):
+        x = self._embed(ids, offset)  # (B, T, D)
+        attentions = []
+        for i, layer in enumerate(self.layers):
+            x, w, _ = layer(x, need_weights=need_weights, cache=None if caches is None else caches[i])
+            attentions.append(w)
+        return self.lm_head(self.norm(x)), attentions  # (B, T, V)
+
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, return_attention: bool = False
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Logits (B, T, V) for every position; with labels (B, T), the next-token loss.
+
+        The shift happens here (logits at t predict labels at t+1), so callers pass
+        ``labels=input_ids``, optionally with -100 where a token must not count
+        (e.g. the first half of a document for second-half perplexity).
+        """
+        self._check_ids(input_ids, "input_ids")
+        logits, attentions = self._decode(input_ids, need_weights=return_attention)
+        out: dict = {"logits": logits}
+        if labels is not None:
+            out["loss"] = self._loss(logits[:, :-1], labels[:, 1:])
+        if return_attention:
+            out["attentions"] = attentions  # n_layers x (B, H, T, T)
+        return out
+
+    # ------------------------------------------------------ incremental decoding
+    def _init_state(self, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch.Tensor]:
+        """Decoding state and the first tokens to feed: the whole prompt."""
+        self._check_ids(input_ids, "input_ids")
+        if (input_ids == self.config.pad_token_id).any():
+            raise ValueError("decoder-only prompts must not contain padding: give equal-length prompts "
+                             "or generate one prompt at a time")
+        state = {"seq": input_ids[:, :0], "caches": [{} for _ in self.layers] if use_cache else None}
+        return state, input_ids
+
+    def _next_logits(self, state: dict, new: torch.Tensor) -> torch.Tensor:
+        """Append ``new`` (B, n) to the sequence and return the logits (B, V) for what follows."""
+        past = state["seq"].size(1)
+        state["seq"] = torch.cat([state["seq"], new], dim=1)
+        if state["seq"].size(1) > self.config.max_len:
+            raise ValueError(f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
+                             "or shorten the prompt")
+        if state["caches"] is None:
+            return self._decode(state["seq"])[0][:, -1]
+        return self._decode(new, state["caches"], offset=past)[0][:, -1]
+
+    def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
+        state["seq"] = state["seq"][index]
+        for cache in state["caches"] or []:
+            for kv in cache.values():
+                for key in kv:
+                    kv[key] = kv[key][index]
+
+
+class ReferenceTransformer(BaseLanguageModel):
+    """Encoder-decoder Transformer (Vaswani et al. 2017), pre-LN by default.
+
+    ``n_layers`` is the number of layers *per stack*: the encoder and the decoder
+    each have ``n_layers`` layers. The token embedding is shared by encoder,
+    decoder and (when tied) the output projection.
+
+    Input is either the packed format ``source + [SEP] + target`` (right-padded),
+    split at each row's first SEP, or explicit ``src_ids`` / ``tgt_ids``.
+    The decoder reads ``[BOS] + target[:-1]`` and predicts ``target``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        c = self.config
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first) for _ in range(c.n_layers)
+        )
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, cross_attention=True)
+            for _ in range(c.n_layers)
+        )
+        self.encoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self._init_weights()
+
+    def _has_encoder(self) -> bool:
+        return True
+
+    def split_packed(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Split packed rows (B, L) at the first SEP into source (B, S) and target (B, T), re-padded.
+
+        Rows are assumed right-padded. ``labels`` (B, L), if given, is split the same way.
+        """
+        c = self.config
+        is_sep = input_ids == c.sep_token_id
+        missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"packed input rows {missing[:10]} have no SEP token (id {c.sep_token_id}); "
+                             "pack each row as source + [SEP] + target, or pass src_ids= / tgt_ids=")
+        sep_pos = is_sep.int().argmax(dim=1)  # (B,) first SEP
+        src_len = sep_pos
+        tgt_len = (input_ids != c.pad_token_id).sum(dim=1) - sep_pos - 1
+        if int(src_len.min()) == 0 or int(tgt_len.min()) <= 0:
+            raise ValueError("every packed row needs a non-empty source before SEP and a non-empty target after it")
+        b, length = input_ids.shape
+        s_max, t_max = int(src_len.max()), int(tgt_len.max())
+
+        def gather(x, start, n, lens, fill):
+            pos = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
+            out = x.gather(1, pos.clamp(max=length - 1))
+            return out.masked_fill(torch.arange(n, device=x.device) >= lens[:, None], fill)
+
+        zero = torch.zeros_like(sep_pos)
+        src = gather(input_ids, zero, s_max, src_len, c.pad_token_id)  # (B, S)
+        tgt = gather(input_ids, sep_pos + 1, t_max, tgt_len, c.pad_token_id)  # (B, T)
+        tgt_labels = None if labels is None else gather(labels, sep_pos + 1, t_max, tgt_len, IGNORE_INDEX)
+        return src, tgt, tgt_labels
+
+    def encode(self, src_ids: torch.Tensor, need_weights: bool = False):
+        """Source (B, S) -> memory (B, S, D), key mask (B, 1, 1, S), encoder attentions."""
+        mask = key_padding_mask(src_ids, self.config.pad_token_id)
+        x = self._embed(src_ids)
+        attentions = []
+        for layer in self.encoder_layers:
+            x, w = layer(x, mask, need_weights)
+            attentions.append(w)
+        return self.encoder_norm(x), mask, attentions
+
+    def _decode(self, dec_ids, memory, memory_mask, caches=None, offset=0, need_weights=False):
+        x = self._embed(dec_ids, offset)  # (B, T, D)
+        self_w, cross_w = [], []
+        for i, layer in enumerate(self.decoder_layers):
+            x, sw, cw = layer(x, memory, memory_mask, need_weights, None if caches is None else caches[i])
+            self_w.append(sw)
+            cross_w.append(cw)
+        return self.lm_head(self.decoder_norm(x)), self_w, cross_w  # (B, T, V)
+
+    def _shift_right(self, tgt_ids: torch.Tensor) -> torch.Tensor:
+        """[BOS] + target[:-1]: the decoder's input for teacher forcing."""
+        bos = torch.full_like(tgt_ids[:, :1], self.config.bos_token_id)
+        return torch.cat([bos, tgt_ids[:, :-1]], dim=1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        src_ids: torch.Tensor | None = None,
+        tgt_ids: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Logits (B, T, V) over target positions; with labels, the loss on target tokens only.
+
+        Packed: ``forward(input_ids, labels=input_ids)``. Explicit:
+        ``forward(src_ids=src, tgt_ids=tgt, labels=tgt)`` with labels shaped like tgt_ids.
+        """
+        if input_ids is not None:
+            if src_ids is not None or tgt_ids is not None:
+                raise ValueError("pass either packed input_ids or src_ids/tgt_ids, not both")
+            src_ids, tgt_ids, labels = self.split_packed(input_ids, labels)
+        elif src_ids is None or tgt_ids is None:
+            raise ValueError("ReferenceTransformer needs packed input_ids, or both src_ids= and tgt_ids=")
+        self._check_ids(src_ids, "source (src_ids)")
+        self._check_ids(tgt_ids, "target (tgt_ids)")
+        memory, memory_mask, enc_w = self.encode(src_ids, return_attention)
+        logits, self_w, cross_w = self._decode(self._shift_right(tgt_ids), memory, memory_mask,
+                                               need_weights=return_attention)
+        out: dict = {"logits": logits}
+        if labels is not None:
+            out["loss"] = self._loss(logits, labels)
+        if return_attention:
+            out["encoder_attentions"] = enc_w  # n_layers x (B, H, S, S)
+            out["decoder_attentions"] = self_w  # n_layers x (B, H, T, T)
+            out["cross_attentions"] = cross_w  # n_layers x (B, H, T, S), rows are target tokens
+        return out
+
+    # ------------------------------------------------------ incremental decoding
+    def _init_state(self, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch.Tensor]:
+        """Encode the source once; the decoder starts from BOS."""
+        self._check_ids(input_ids, "source (input_ids)")
+        memory, memory_mask, _ = self.encode(input_ids)
+        bos = torch.full_like(input_ids[:, :1], self.config.bos_token_id)
+        state = {"memory": memory, "memory_mask": memory_mask, "seq": bos[:, :0],
+                 "caches": [{} for _ in self.decoder_layers] if use_cache else None}
+        return state, bos
+
+    def _next_logits(self, state: dict, new: torch.Tensor) -> torch.Tensor:
+        past = state["seq"].size(1)
+        state["seq"] = torch.cat([state["seq"], new], dim=1)
+        if state["seq"].size(1) > self.config.max_len:
+            raise ValueError(f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens")
+        if state["caches"] is None:
+            return self._decode(state["seq"], state["memory"], state["memory_mask"])[0][:, -1]
+        return self._decode(new, state["memory"], state["memory_mask"], state["caches"], offset=past)[0][:, -1]
+
+    def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
+        for key in ("seq", "memory", "memory_mask"):
+            state[key] = state[key][index]
+        for cache in state["caches"] or []:
+            for kv in cache.values():
+                for key in kv:
+                    kv[key] = kv[key][index]
+
