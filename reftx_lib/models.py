@@ -99,11 +99,16 @@ class BaseLanguageModel(nn.Module):
         """(B, T) ids -> (B, T, D): scaled token embedding plus position, as in the 2017 paper."""
         return self.drop(self.pos(self.embed(ids) * math.sqrt(self.config.d_model), offset))
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and -100 are ignored."""
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and -100 are ignored.
+
+        ``n_tokens`` (how many labels counted) lets callers turn means into exact
+        token-weighted sums across batches, e.g. for perplexity.
+        """
         labels = labels.masked_fill(labels == self.config.pad_token_id, IGNORE_INDEX)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
+        return {"loss": loss, "n_tokens": (labels != IGNORE_INDEX).sum()}
 
     # ------------------------------------------------------------- accounting
     def num_parameters(self) -> dict[str, int]:
@@ -220,7 +225,7 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         logits, attentions = self._decode(input_ids, need_weights=return_attention)
         out: dict = {"logits": logits}
         if labels is not None:
-            out["loss"] = self._loss(logits[:, :-1], labels[:, 1:])
+            out.update(self._loss(logits[:, :-1], labels[:, 1:]))
         if return_attention:
             out["attentions"] = attentions  # n_layers x (B, H, T, T)
         return out
@@ -366,7 +371,7 @@ class ReferenceTransformer(BaseLanguageModel):
                                                need_weights=return_attention)
         out: dict = {"logits": logits}
         if labels is not None:
-            out["loss"] = self._loss(logits, labels)
+            out.update(self._loss(logits, labels))
         if return_attention:
             out["encoder_attentions"] = enc_w  # n_layers x (B, H, S, S)
             out["decoder_attentions"] = self_w  # n_layers x (B, H, T, T)

@@ -1,0 +1,131 @@
+"""Held-out loss and perplexity, generated summaries, ROUGE and the LONGEST-3 baseline.
+
+Perplexity is always token-weighted (total NLL over total counted tokens), so
+batches of different sizes cannot skew it. ``second_half_only`` gives the one
+like-for-like comparison between the architectures in Exp 1: both models are
+scored on exactly the same second-half tokens of the same documents.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from rouge_score import rouge_scorer
+from tqdm.auto import tqdm
+
+from .batching import pad_batch, token_budget_batches
+from .device import resolve_device
+from .models import IGNORE_INDEX, BaseLanguageModel
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: BaseLanguageModel,
+    rows: list[list[int]],
+    batch_tokens: int,
+    device: torch.device | str = "cpu",
+    max_batches: int | None = None,
+    label_rows: list[list[int]] | None = None,
+) -> dict[str, float]:
+    """Token-weighted mean loss and perplexity of ``rows`` (labels = the rows themselves).
+
+    ``max_batches`` evaluates a fixed, seeded subset of batches (the same one at
+    every call), so periodic validation during training is cheap and comparable.
+    ``label_rows`` replaces the labels, e.g. with -100 on tokens that must not count.
+    """
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    lengths = [len(r) for r in rows]
+    batches = token_budget_batches(lengths, batch_tokens, shuffle=True, seed=0)[:max_batches]
+    total_nll, total_tokens = 0.0, 0
+    for index in batches:
+        ids = pad_batch([rows[i] for i in index]).to(device)  # (B, T)
+        labels = ids if label_rows is None else pad_batch([label_rows[i] for i in index], IGNORE_INDEX).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(ids, labels=labels)
+        n = int(out["n_tokens"])
+        total_nll += float(out["loss"]) * n
+        total_tokens += n
+    model.train(was_training)
+    loss = total_nll / max(total_tokens, 1)
+    return {"loss": loss, "ppl": math.exp(loss), "tokens": total_tokens}
+
+
+def perplexity(
+    model: BaseLanguageModel,
+    data,
+    second_half_only: bool = False,
+    batch_tokens: int = 8192,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Perplexity on held-out rows (``input_ids`` and, for the second half, ``source_len``).
+
+    Encoder-decoder rows (``source [SEP] target [EOS]``) are always scored on the
+    target, i.e. the second half. Decoder-only rows (``[BOS] doc [EOS]``) are
+    scored on every next token, or with ``second_half_only`` on exactly the
+    tokens the encoder-decoder predicts: ``doc[len//2:] + [EOS]``.
+    """
+    rows = data["input_ids"]
+    label_rows = None
+    if second_half_only and not hasattr(model, "split_packed"):
+        # Labels at index i count for the prediction made at i - 1. Position 0 is BOS and
+        # positions 1 .. source_len hold the first half, so mask indices <= source_len.
+        label_rows = [[IGNORE_INDEX] * (n + 1) + r[n + 1 :] for r, n in zip(rows, data["source_len"])]
+    return evaluate_loss(model, rows, batch_tokens, device, label_rows=label_rows)
+
+
+def source_ids(row: list[int], sep_id: int) -> list[int]:
+    """The source part of a packed ``source [SEP] target`` row."""
+    return row[: row.index(sep_id)]
+
+
+@torch.no_grad()
+def generate_summaries(
+    model: BaseLanguageModel,
+    data,
+    tokenizer,
+    batch_size: int = 32,
+    num_beams: int = 4,
+    max_new_tokens: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[str]:
+    """Decode a summary for every packed row of ``data`` (sources only; references are never shown)."""
+    device = resolve_device(device)
+    model.to(device).eval()
+    sources = [source_ids(r, model.config.sep_token_id) for r in data["input_ids"]]
+    out: list[str] = []
+    for start in tqdm(range(0, len(sources), batch_size), desc="generate", disable=not progress):
+        batch = pad_batch(sources[start : start + batch_size]).to(device)  # (B, S)
+        tokens = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        out += tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
+    return [s.strip() for s in out]
+
+
+def _sentences(text: str) -> str:
+    """One sentence per line, as ROUGE-Lsum expects (a regex split: nltk's punkt needs a download)."""
+    return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s)
+
+
+def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L/Lsum F1 x 100 with Porter stemming (Google's ``rouge-score``)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references: they must pair up")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(_sentences(ref), _sentences(pred))
+        for key in ROUGE_KEYS:
+            totals[key] += scores[key].fmeasure
+    return {key: 100 * value / max(len(predictions), 1) for key, value in totals.items()}
+
+
+def longest_3(dialogue: str) -> str:
+    """The LONGEST-3 baseline of Gliwa et al. (2019): the three longest utterances, in dialogue order."""
+    lines = [line.strip() for line in dialogue.splitlines() if line.strip()]
+    keep = sorted(sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)[:3])
+    return "\n".join(lines[i] for i in keep)

@@ -1,0 +1,260 @@
+"""One training loop for both architectures.
+
+``train(model, train_data, val_data, config)`` works for the encoder-decoder
+(packed ``source [SEP] target`` rows) and the decoder-only model alike, because
+both take ``forward(input_ids, labels=input_ids)`` and return a mean loss and
+the number of supervised tokens. It returns a ``History`` for plotting.
+
+What it guarantees: AdamW with linear warmup then cosine decay and gradient
+clipping; bf16 autocast on CUDA and fp32 on CPU; batches built by token budget;
+the same seed gives a bit-identical loss history on CPU; checkpoints are atomic
+and a resumed run continues exactly where it stopped; a non-finite loss stops
+the run with the step named, leaving the last good checkpoint in place. Under
+``torchrun`` it trains data-parallel (DDP) with the same global batches.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .batching import pad_batch, padding_waste, token_budget_batches
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .device import peak_memory_mb, resolve_device
+from .evaluation import evaluate_loss
+from .models import BaseLanguageModel
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in every checkpoint."""
+
+    max_steps: int = 1000  # the schedule's length
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    batch_tokens: int = 8192  # padded tokens per (global) batch
+    eval_every: int = 100
+    eval_batches: int | None = 20  # None evaluates the whole validation set
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_dir: str | None = None  # where last.pt (and best.pt) go; None keeps nothing on disk
+    checkpoint_every: int | None = None  # default: at every evaluation
+    stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
+    max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
+    progress: bool = True
+    tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_tokens", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
+            raise ValueError(f"TrainConfig.warmup_steps must be in [0, max_steps={self.max_steps}], "
+                             f"got {self.warmup_steps}")
+        self.betas = tuple(self.betas)
+
+
+class History(list):
+    """Per-step records (dicts). ``to_frame()`` gives a pandas DataFrame for plotting."""
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+    def evals(self) -> list[dict]:
+        """Only the steps at which validation ran."""
+        return [r for r in self if r["val_loss"] is not None]
+
+    def best_val_loss(self) -> float:
+        return min((r["val_loss"] for r in self.evals()), default=float("nan"))
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier on the base LR: linear warmup to 1, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python so CPU runs repeat bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not biases, norms); fused kernels on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda")
+
+
+def _rows(data) -> list[list[int]]:
+    """Token rows from a datasets.Dataset (column ``input_ids``) or a plain list of lists."""
+    rows = data["input_ids"] if not isinstance(data, list) else data
+    if len(rows) == 0:
+        raise ValueError("training/validation data is empty: check the preprocessing step and its filters")
+    return rows
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(
+    model: BaseLanguageModel,
+    train_data,
+    val_data,
+    config: TrainConfig,
+    resume: str | Path | None = None,
+) -> History:
+    """Train ``model`` in place and return its per-step history.
+
+    ``train_data`` / ``val_data``: datasets with an ``input_ids`` column (or lists
+    of token lists); every row is trained with ``labels = input_ids``.
+    ``resume``: a checkpoint path; training continues from its step with its
+    optimizer, scheduler, RNG and data position, so the result equals an
+    uninterrupted run.
+    """
+    device = resolve_device(config.device)
+    rank, world = _world()
+    seed_everything(config.seed)
+    train_rows, val_rows = _rows(train_data), _rows(val_data)
+    lengths = [len(r) for r in train_rows]
+    model.to(device)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
+    history, step, epoch, batch_pos, elapsed = History(), 0, 0, 0, 0.0
+    totals = {"tokens": 0, "supervised": 0, "padded": 0}
+    if resume is not None:
+        ckpt = load_checkpoint(resume, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, epoch, batch_pos, elapsed = ckpt["step"], ckpt["epoch"], ckpt["batch_pos"], ckpt["elapsed"]
+        totals = ckpt["totals"]
+        history = History(ckpt["history"])
+        set_rng_state(ckpt["rng"])
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    ckpt_every = config.checkpoint_every or config.eval_every
+    end = min(config.max_steps, config.stop_after or config.max_steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def save(name: str) -> None:
+        if ckpt_dir is None or rank != 0:
+            return
+        save_checkpoint(ckpt_dir / name, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        step=step, epoch=epoch, batch_pos=batch_pos, elapsed=elapsed, totals=totals,
+                        history=list(history), train_config=asdict(config), tokenizer=config.tokenizer)
+
+    batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
+    bar = tqdm(total=end, initial=step, desc=type(model).__name__, disable=not config.progress or rank != 0,
+               dynamic_ncols=True)
+    best_val = min((r["val_loss"] for r in history if r["val_loss"] is not None), default=float("inf"))
+    model.train()
+    while step < end and (config.max_time_s is None or elapsed < config.max_time_s):
+        if batch_pos >= len(batches):
+            epoch, batch_pos = epoch + 1, 0
+            batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
+        index = batches[batch_pos]
+        t0 = time.perf_counter()
+        full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch
+        ids = full[rank::world].to(device, non_blocking=True)  # this rank's share of rows
+        with autocast:
+            out = ddp_model(ids, labels=ids)
+        if world > 1:  # weight by tokens so DDP's gradient average equals the global token mean
+            n_global = _supervised(model, full)
+            loss = out["loss"] * out["n_tokens"] * world / n_global
+        else:
+            loss = out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        step_loss = loss.detach() / world if world > 1 else loss.detach()
+        if world > 1:
+            dist.all_reduce(step_loss)
+        step_loss = step_loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        if not math.isfinite(step_loss):
+            bar.close()
+            where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
+            raise FloatingPointError(f"non-finite training loss ({step_loss}) at step {step + 1}{where}. "
+                                     "Lower the learning rate or check the data of this batch.")
+        step, batch_pos, elapsed = step + 1, batch_pos + 1, elapsed + dt
+        n_tokens = int((full != model.config.pad_token_id).sum())
+        totals["tokens"] += n_tokens
+        totals["supervised"] += _supervised(model, full)
+        totals["padded"] += full.numel()
+        record = {
+            "step": step, "epoch": epoch, "train_loss": step_loss, "val_loss": None, "val_ppl": None, "lr": lr,
+            "tokens": totals["tokens"], "supervised_tokens": totals["supervised"],
+            "padding_waste": 1 - totals["tokens"] / totals["padded"], "wall_time": elapsed,
+            "tokens_per_s": n_tokens / dt, "peak_mem_mb": peak_memory_mb(device),
+        }
+        last = step == end or (config.max_time_s is not None and elapsed >= config.max_time_s)
+        improved = False
+        if step % config.eval_every == 0 or last:
+            val = evaluate_loss(model, val_rows, config.batch_tokens, device, max_batches=config.eval_batches)
+            record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
+            improved, best_val = val["loss"] < best_val, min(best_val, val["loss"])
+            model.train()
+        history.append(record)
+        if improved:
+            save("best.pt")
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", val=f"{best_val:.3f}" if best_val < float("inf") else "-")
+        if step % ckpt_every == 0 or last:
+            save("last.pt")
+    bar.close()
+    model.eval()
+    return history
+
+
+def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:
+    """Tokens the loss counts in a padded batch: targets after SEP, or every next token."""
+    real = ids != model.config.pad_token_id
+    if hasattr(model, "split_packed"):
+        sep = (ids == model.config.sep_token_id).int().argmax(dim=1)
+        return int(real.sum() - (sep + 1).sum())
+    return int(real.sum() - ids.size(0))
+
+
+def batch_padding_waste(data, batch_tokens: int, seed: int = 0) -> float:
+    """Padding share of the token-budget batches ``train`` would build for this data."""
+    lengths = [len(r) for r in _rows(data)]
+    return padding_waste(token_budget_batches(lengths, batch_tokens, shuffle=True, seed=seed), lengths)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group ``torchrun`` set up (gloo on CPU, nccl on GPU); returns (rank, world)."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return _world()

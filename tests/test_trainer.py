@@ -1,0 +1,148 @@
+"""Trainer, checkpoint and evaluation tests on tiny synthetic data (d_model 32, 1 layer, vocab 40)."""
+import random
+
+import pytest
+import torch
+
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.checkpoint import load_checkpoint, load_model
+from reftx_lib.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity
+from reftx_lib.trainer import TrainConfig, lr_lambda, train
+
+V = 40
+TINY = dict(vocab_size=V, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.1, max_len=64)
+
+
+def synthetic_rows(n, packed, seed=0):
+    """Copy task: the target repeats the source, so both models can learn it."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        src = [rng.randrange(4, V) for _ in range(rng.randrange(3, 9))]
+        rows.append(src + [3] + src + [2] if packed else [1] + src + src + [2])
+    return rows
+
+
+def make(cls, seed=0):
+    torch.manual_seed(seed)
+    return cls(**TINY)
+
+
+def cfg(**kw):
+    base = dict(max_steps=12, lr=3e-3, warmup_steps=2, batch_tokens=256, eval_every=4, eval_batches=2,
+                progress=False, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("cls,packed", [(ReferenceTransformer, True), (ReferenceDecoderOnly, False)])
+def test_history_fields_and_loss_goes_down(cls, packed):
+    rows = synthetic_rows(200, packed)
+    hist = train(make(cls), rows[:180], rows[180:], cfg(max_steps=60, eval_every=20))
+    assert len(hist) == 60
+    keys = {"step", "epoch", "train_loss", "val_loss", "val_ppl", "lr", "tokens", "supervised_tokens",
+            "wall_time", "tokens_per_s", "peak_mem_mb", "padding_waste"}
+    assert keys <= set(hist[0])
+    assert [r["step"] for r in hist.evals()] == [20, 40, 60]
+    assert hist.evals()[-1]["val_loss"] < hist.evals()[0]["val_loss"] < hist[0]["train_loss"]
+    assert hist[-1]["supervised_tokens"] < hist[-1]["tokens"]
+    assert hist[1]["epoch"] == 0 and hist[-1]["epoch"] >= 1  # 180 short rows: several epochs
+
+
+def test_same_seed_gives_identical_history():
+    rows = synthetic_rows(100, True)
+    a = train(make(ReferenceTransformer), rows[:90], rows[90:], cfg())
+    b = train(make(ReferenceTransformer), rows[:90], rows[90:], cfg())
+    cols = ("train_loss", "val_loss", "lr", "tokens", "supervised_tokens")
+    assert [[r[c] for c in cols] for r in a] == [[r[c] for c in cols] for r in b]
+    c = train(make(ReferenceTransformer), rows[:90], rows[90:], cfg(seed=8))
+    assert [r["train_loss"] for r in a] != [r["train_loss"] for r in c]
+
+
+@pytest.mark.parametrize("cls,packed", [(ReferenceTransformer, True), (ReferenceDecoderOnly, False)])
+def test_resume_continues_exactly(tmp_path, cls, packed):
+    rows = synthetic_rows(60, packed)  # several epochs in 12 steps: resume must restore the data position
+    straight = make(cls)
+    hist = train(straight, rows[:50], rows[50:], cfg())
+    first = make(cls)
+    train(first, rows[:50], rows[50:], cfg(stop_after=6, checkpoint_dir=str(tmp_path)))
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+    resumed = make(cls, seed=123)  # different init: everything must come from the checkpoint
+    hist2 = train(resumed, rows[:50], rows[50:], cfg(checkpoint_dir=str(tmp_path)), resume=tmp_path / "last.pt")
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+    assert [r["train_loss"] for r in hist] == [r["train_loss"] for r in hist2]
+
+
+def test_checkpoint_rebuilds_model_and_is_atomic(tmp_path):
+    rows = synthetic_rows(40, True)
+    model = make(ReferenceTransformer)
+    train(model, rows[:30], rows[30:], cfg(max_steps=4, checkpoint_dir=str(tmp_path), tokenizer={"vocab": V}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp files left
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert {"optimizer", "scheduler", "rng", "train_config", "history", "tokenizer"} <= set(ckpt)
+    rebuilt = load_model(tmp_path / "last.pt").eval()
+    ids = torch.tensor(rows[30:32][0])[None]
+    torch.testing.assert_close(rebuilt(ids)["logits"], model.eval()(ids)["logits"])
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    rows = synthetic_rows(40, False)
+    model = make(ReferenceDecoderOnly)
+    forward = model.forward
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        out = forward(*a, **kw)
+        calls["n"] += model.training
+        if model.training and calls["n"] > 5:  # training steps 6, 7, ... go bad
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(model, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match="step 6"):
+        train(model, rows[:30], rows[30:], cfg(eval_every=2, eval_batches=1, checkpoint_dir=str(tmp_path)))
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_lr_schedule_warmup_then_cosine():
+    values = [lr_lambda(s, 10, 100, 0.1) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_second_half_perplexity_scores_the_same_tokens():
+    """Decoder-only second-half labels count exactly as many tokens as the encoder-decoder targets."""
+    docs = [[5, 6, 7, 8, 9], [10, 11, 12, 13]]
+    enc_rows = {"input_ids": [d[: len(d) // 2] + [3] + d[len(d) // 2 :] + [2] for d in docs]}
+    dec_rows = {"input_ids": [[1] + d + [2] for d in docs], "source_len": [len(d) // 2 for d in docs]}
+    enc = perplexity(make(ReferenceTransformer), enc_rows, second_half_only=True)
+    dec = perplexity(make(ReferenceDecoderOnly), dec_rows, second_half_only=True)
+    full = perplexity(make(ReferenceDecoderOnly), dec_rows)
+    assert enc["tokens"] == dec["tokens"] == (3 + 1) + (2 + 1)
+    assert full["tokens"] == 6 + 5
+
+
+def test_evaluate_loss_is_token_weighted():
+    model = make(ReferenceDecoderOnly).eval()
+    rows = synthetic_rows(10, False)
+    whole = evaluate_loss(model, rows, batch_tokens=10_000)
+    per_batch = evaluate_loss(model, rows, batch_tokens=24)  # many small batches
+    assert whole["tokens"] == per_batch["tokens"]
+    assert whole["loss"] == pytest.approx(per_batch["loss"], rel=1e-5)
+
+
+def test_rouge_on_known_pairs():
+    same = compute_rouge(["Amanda baked cookies."], ["Amanda baked cookies."])
+    assert all(v == pytest.approx(100.0) for v in same.values())
+    # 2 of 3 unigrams shared, stemming maps "bakes" to "bake": P = R = 2/3
+    half = compute_rouge(["Amanda bakes bread"], ["Amanda baked cookies"])
+    assert half["rouge1"] == pytest.approx(200 / 3)
+    assert half["rouge2"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="pair up"):
+        compute_rouge(["a"], [])
+
+
+def test_longest_3_keeps_dialogue_order():
+    dialogue = "A: hi\nB: a much longer line here\nA: medium line\nB: ok\nA: the longest line of them all"
+    assert longest_3(dialogue) == "B: a much longer line here\nA: medium line\nA: the longest line of them all"
