@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, replace
 PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
 
 # The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
-# ``smoke`` is ours: a model small enough for unit tests and CI notebooks.
+# ``smoke`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks,
+# and a step between smoke and tiny for scaling ladders that must fit on a laptop.
 MODEL_PRESETS: dict[str, dict[str, int]] = {
     "smoke": dict(d_model=32, n_layers=1, n_heads=2),
+    "mini": dict(d_model=64, n_layers=2, n_heads=4),
     "tiny": dict(d_model=128, n_layers=2, n_heads=4),
     "small": dict(d_model=256, n_layers=4, n_heads=8),
     "medium": dict(d_model=512, n_layers=6, n_heads=8),

@@ -45,3 +45,13 @@ def data_search_path() -> list[Path]:
     root = repo_root()
     paths += [root / "data", (root.parent / "shared" / "data").resolve()]
     return paths
+
+
+def checkpoint_dir(preset: str, name: str) -> Path:
+    """Where the course keeps the checkpoint of model ``name`` trained at ``preset``.
+
+    Later notebooks reuse earlier notebooks' models from here (``REFTX_CHECKPOINT_DIR``
+    overrides ``<repo>/checkpoints``); nothing here is committed.
+    """
+    env = os.environ.get("REFTX_CHECKPOINT_DIR")
+    return (Path(env).expanduser() if env else repo_root() / "checkpoints") / preset / name

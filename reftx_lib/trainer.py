@@ -14,6 +14,7 @@ the run with the step named, leaving the last good checkpoint in place. Under
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -31,6 +32,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .device import peak_memory_mb, resolve_device
 from .evaluation import evaluate_loss
 from .models import BaseLanguageModel
+
+logger = logging.getLogger("reftx")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class TrainConfig:
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
+    data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_tokens", "eval_every"):
@@ -236,6 +240,30 @@ def train(
     bar.close()
     model.eval()
     return history
+
+
+def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> History:
+    """``train``, but reuse ``config.checkpoint_dir``: a finished run is loaded, a partial one resumed.
+
+    Notebooks call this so that rerunning them (or a later notebook that needs
+    the same model) never retrains what is already on disk. A checkpoint is only
+    reused when its model config and training config (data tag included) match.
+    """
+    last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
+    if last is not None and last.is_file():
+        ckpt = load_checkpoint(last)
+        ignore = {"progress", "device"}
+        stored = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
+        wanted = {k: v for k, v in asdict(config).items() if k not in ignore}
+        if ckpt["model_config"] == model.config.to_dict() and stored == wanted:
+            history = History(ckpt["history"])
+            if ckpt["step"] >= min(config.max_steps, config.stop_after or config.max_steps):
+                model.load_state_dict(ckpt["model"])
+                model.to(resolve_device(config.device)).eval()
+                return history
+            return train(model, train_data, val_data, config, resume=last)
+        logger.warning("checkpoint %s was made with another config: training from scratch", last)
+    return train(model, train_data, val_data, config)
 
 
 def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:

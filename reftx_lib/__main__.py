@@ -1,0 +1,185 @@
+"""Command line: ``python -m reftx_lib prepare|train|evaluate|generate|run|bench|results``.
+
+Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
+``reftx_lib.presets``); bad options, presets or data names exit with a message
+and status 2 (argparse), failed notebooks or checks with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .presets import PRESET_NAMES
+
+DATA_NAMES = ("samsum", "textbooks")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=PRESET_NAMES, default=os.environ.get("REFTX_PRESET", "cpu"),
+                   help="course preset (default: $REFTX_PRESET or cpu)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", choices=DATA_NAMES, default="samsum",
+                   help="samsum (dialogue summarization) or textbooks (raw text, midpoint split)")
+
+
+def _setup(args):
+    """Tokenizer, preset section and encoded data for ``--data`` at ``--preset``."""
+    from .experiments import rawtext_data, samsum_data
+    from .presets import get_preset
+    from .tokenizer import load_tokenizer
+
+    preset = get_preset(args.preset)
+    tok = load_tokenizer(preset["data"]["vocab_size"])
+    if args.data == "samsum":
+        cfg = preset["samsum"]
+        data, stats = samsum_data(cfg, tok)
+    else:
+        cfg = preset["rawtext"]
+        data, stats = rawtext_data(cfg, tok, "midpoint" if args.model == "encdec" else "documents")
+    return tok, cfg, data, stats
+
+
+def cmd_prepare(args) -> int:
+    from .data import corpus_stats, load_corpus
+    from .tokenizer import tokenizer_info
+
+    args.model = "encdec"
+    tok, _, _, stats = _setup(args)
+    print(json.dumps({"tokenizer": tokenizer_info(tok), "preprocessing": stats,
+                      "corpus": corpus_stats(load_corpus(args.data), tok)}, indent=2, default=str))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .experiments import build_model, train_config
+    from .trainer import fit, train
+
+    tok, cfg, data, _ = _setup(args)
+    model = build_model(args.model, args.size or cfg["model"], len(tok), dropout=cfg.get("dropout", 0.1))
+    config = train_config(cfg, name=f"cli-{args.data}-{args.model}", preset=args.preset, data=args.data,
+                          tokenizer=tok, device=args.device)
+    if args.out:
+        config.checkpoint_dir = args.out
+    history = train(model, data["train"], data["validation"], config, resume=args.resume) if args.resume \
+        else fit(model, data["train"], data["validation"], config)
+    print(f"best validation loss {history.best_val_loss():.4f}; checkpoint in {config.checkpoint_dir}/last.pt")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_model
+    from .evaluation import compute_rouge, generate_summaries, perplexity
+
+    model = load_model(args.checkpoint)
+    args.model = "encdec" if hasattr(model, "split_packed") else "deconly"
+    tok, cfg, data, _ = _setup(args)
+    test = data["test"] if args.limit is None else data["test"].select(range(min(args.limit, len(data["test"]))))
+    out = {"perplexity": perplexity(model, test, second_half_only=args.data == "textbooks", device=args.device)}
+    if args.data == "samsum" and args.model == "encdec":
+        preds = generate_summaries(model, test, tok, num_beams=cfg["num_beams"], max_new_tokens=cfg["max_new_tokens"],
+                                   device=args.device)
+        out["rouge"] = compute_rouge(preds, test["summary"])
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .tokenizer import load_tokenizer
+
+    model = load_model(args.checkpoint).eval()
+    tok = load_tokenizer(model.config.vocab_size)
+    ids = torch.tensor([tok.encode(args.text)])
+    new = model.generate(ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                         do_sample=args.temperature > 0, temperature=args.temperature or 1.0,
+                         top_p=args.top_p if args.temperature > 0 else None)
+    print(tok.decode(new[0].tolist(), skip_special_tokens=True))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import report, run_course
+
+    return report(run_course(args.preset, args.only, update_notebooks=args.update_notebooks))
+
+
+def cmd_results(args) -> int:
+    from .results import readme_table, update_readme
+
+    if args.update_readme:
+        print("README.md updated" if update_readme() else "README.md already up to date")
+    else:
+        print(readme_table())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reftx_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="load a corpus, build the tokenizer, print statistics")
+    _common(p), _data(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model at a preset (resumes from --out when possible)")
+    _common(p), _data(p)
+    p.add_argument("--model", choices=("encdec", "deconly"), default="encdec")
+    p.add_argument("--size", choices=("smoke", "mini", "tiny", "small", "medium", "large"),
+                   help="model size (default: the preset's)")
+    p.add_argument("--out", help="checkpoint folder (default: checkpoints/<preset>/cli-<data>-<model>)")
+    p.add_argument("--resume", help="checkpoint file to resume from")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="perplexity (and ROUGE on SAMSum) of a checkpoint on the test split")
+    _common(p), _data(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--limit", type=int, help="only the first N test examples")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("generate", help="continue a prompt (decoder-only) or summarize a source (encoder-decoder)")
+    _common(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--text", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("run", help="execute the course notebooks with papermill")
+    _common(p)
+    p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 00 03")
+    p.add_argument("--update-notebooks", action="store_true",
+                   help="copy successfully executed notebooks (with outputs) back into notebooks/")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="training and generation speed against the Hugging Face peers",
+                       add_help=False)
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("results", help="print the results table, or regenerate it in README.md")
+    p.add_argument("--update-readme", action="store_true")
+    p.set_defaults(func=cmd_results)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark owns its options
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

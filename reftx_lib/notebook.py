@@ -1,0 +1,63 @@
+"""What every notebook does first: seed, pick the device, load its preset, print where the run happens.
+
+The printed provenance line is the first output of every notebook, so a reader
+of a committed notebook sees which preset, device and commit produced it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .device import resolve_device
+from .paths import repo_root
+from .presets import get_preset
+from .results import provenance, save_results
+from .trainer import seed_everything
+
+
+@dataclass
+class NotebookRun:
+    """The run's preset, device and clock; ``figure`` and ``save`` put outputs where the course keeps them."""
+
+    preset: str
+    seed: int
+    device: torch.device
+    config: dict
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def figure_dir(self) -> Path:
+        """``figures/<preset>/``: reference runs are committed, smoke (CI) figures are ignored by git."""
+        path = repo_root() / "figures" / self.preset
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``figures/<preset>/<name>.png`` and return the path."""
+        path = self.figure_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+    def save(self, experiment: str, metrics: dict, config: dict | None = None) -> Path:
+        """Store ``metrics`` as ``results/<experiment>/<preset>.json`` with full provenance."""
+        prov = provenance(self.preset, self.device, config if config is not None else self.config,
+                          time.perf_counter() - self.started)
+        return save_results(experiment, self.preset, metrics, prov)
+
+
+def setup_notebook(preset: str, seed: int = 0, device: str = "auto") -> NotebookRun:
+    """Seed everything, resolve the device, load the preset and print the provenance line."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    seed_everything(seed)
+    run = NotebookRun(preset=preset, seed=seed, device=resolve_device(device), config=get_preset(preset))
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams["figure.dpi"] = 90
+    prov = provenance(preset, run.device, {}, 0.0)
+    print(f"Run: preset={preset} | seed={seed} | device={prov['device']} | torch {prov['torch']} | "
+          f"commit {prov['commit']} | {prov['date']}")
+    return run

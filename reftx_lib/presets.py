@@ -1,0 +1,74 @@
+"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop) and ``gpu`` (one H100).
+
+Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
+notebook is a 60-second CI check, a lesson-sized laptop run, or the full-scale
+experiment. Model sizes refer to ``reftx_lib.config.MODEL_PRESETS``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+PRESET_NAMES = ("smoke", "cpu", "gpu")
+
+# SAMSum baseline hyperparameters (notebook 01); Exp 1 reuses them on raw text.
+_SAMSUM = {
+    "smoke": dict(model="smoke", max_steps=30, batch_tokens=2048, lr=2e-3, warmup_steps=5, eval_every=15,
+                  eval_batches=2, max_source_len=256, max_target_len=64, n_test=16, num_beams=1,
+                  max_new_tokens=32, dropout=0.1),
+    "cpu": dict(model="tiny", max_steps=500, batch_tokens=4096, lr=2e-3, warmup_steps=50, eval_every=100,
+                eval_batches=10, max_source_len=384, max_target_len=64, n_test=200, num_beams=4,
+                max_new_tokens=48, dropout=0.1),
+    "gpu": dict(model="small", max_steps=4000, batch_tokens=32768, lr=1e-3, warmup_steps=300, eval_every=500,
+                eval_batches=None, max_source_len=512, max_target_len=96, n_test=819, num_beams=4,
+                max_new_tokens=64, dropout=0.1),
+}
+
+COURSE_PRESETS: dict[str, dict[str, dict]] = {
+    name: {
+        "data": dict(vocab_size=8192),
+        "samsum": _SAMSUM[name],
+        # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint.
+        "rawtext": {
+            "smoke": dict(model="smoke", max_steps=30, batch_tokens=2048, max_doc_tokens=126, n_train_docs=300,
+                          n_eval_docs=40, eval_every=15, eval_batches=2, block_size=128, n_samples=2,
+                          sample_tokens=24),
+            "cpu": dict(model="tiny", max_steps=400, batch_tokens=4096, max_doc_tokens=254, n_train_docs=None,
+                        n_eval_docs=200, eval_every=100, eval_batches=10, block_size=256, n_samples=3,
+                        sample_tokens=48),
+            "gpu": dict(model="small", max_steps=3000, batch_tokens=32768, max_doc_tokens=510, n_train_docs=None,
+                        n_eval_docs=None, eval_every=500, eval_batches=None, block_size=512, n_samples=4,
+                        sample_tokens=96),
+        }[name],
+        # Exp 3: attention statistics over held-out examples per corpus.
+        "attention": dict(n_examples={"smoke": 100, "cpu": 200, "gpu": 500}[name]),
+        # Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides).
+        "scaling": {
+            "smoke": dict(sizes=["smoke", "mini"], seeds=[0, 1], max_steps=20, batch_tokens=2048,
+                          n_test=8, eval_batches=2),
+            "cpu": dict(sizes=["smoke", "mini", "tiny"], seeds=[0, 1], max_steps=250, batch_tokens=4096,
+                        n_test=100, eval_batches=10),
+            "gpu": dict(sizes=["tiny", "small", "medium", "large"], seeds=[0, 1], max_steps=3000,
+                        batch_tokens=32768, n_test=819, eval_batches=None),
+        }[name],
+        # Exp 5: transfer from raw-text pretraining, fine-tuned at two data fractions.
+        "transfer": {
+            "smoke": dict(model="smoke", pretrain_steps=30, finetune_steps=20, fractions=[0.1, 1.0],
+                          batch_tokens=2048, n_test=8, eval_batches=2),
+            "cpu": dict(model="tiny", pretrain_steps=400, finetune_steps=200, fractions=[0.1, 1.0],
+                        batch_tokens=4096, n_test=100, eval_batches=10),
+            "gpu": dict(model="small", pretrain_steps=3000, finetune_steps=2000, fractions=[0.1, 1.0],
+                        batch_tokens=32768, n_test=819, eval_batches=None),
+        }[name],
+    }
+    for name in PRESET_NAMES
+}
+
+
+def get_preset(name: str | None = None) -> dict[str, dict]:
+    """The course preset ``name`` (default: env ``REFTX_PRESET``, else ``cpu``), as a fresh copy."""
+    name = name or os.environ.get("REFTX_PRESET", "cpu")
+    if name not in COURSE_PRESETS:
+        raise ValueError(f"unknown course preset {name!r}; allowed values: {list(PRESET_NAMES)} "
+                         "(set REFTX_PRESET or pass --preset)")
+    return copy.deepcopy(COURSE_PRESETS[name])

@@ -1,0 +1,88 @@
+"""Run the course headlessly: every notebook in order, with papermill, at one preset.
+
+The preset reaches the notebooks through the environment (``REFTX_PRESET``), not
+through an injected cell, so an executed notebook keeps exactly one
+``parameters`` cell and can be committed as it is (``--update-notebooks``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import repo_root
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    seconds: float
+    error: str | None = None
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The course notebooks in order; ``only`` selects by number prefix (``00``, ``03``) or name."""
+    paths = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        chosen = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
+        unknown = [o for o in only if not any(p.name.startswith(o) or p.stem == o for p in paths)]
+        if unknown:
+            raise ValueError(f"no notebook matches {unknown}; available: {[p.name[:2] for p in paths]}")
+        paths = chosen
+    return paths
+
+
+def _describe_failure(exc: Exception, output: Path) -> str:
+    """Which cell failed and why, read from the executed notebook papermill saved."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(output, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                    return f"cell {i} ({first_line[:60]!r}): {out['ename']}: {out['evalue']}"
+    except Exception:  # the notebook could not be read back: report papermill's own error
+        pass
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def run_course(preset: str, only: list[str] | None = None, update_notebooks: bool = False,
+               timeout_per_cell: int | None = None) -> list[NotebookResult]:
+    """Execute the notebooks into ``runs/<preset>/``, going on past failures; returns one result each."""
+    import papermill as pm
+
+    out_dir = repo_root() / "runs" / preset
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["REFTX_PRESET"] = preset
+    results = []
+    paths = notebooks(only)
+    for i, path in enumerate(paths, 1):
+        output = out_dir / path.name
+        print(f"[{i}/{len(paths)}] {path.name} (preset {preset}) ...", flush=True)
+        start = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(str(path), str(output), kernel_name="python3", cwd=str(path.parent),
+                                progress_bar=True, execution_timeout=timeout_per_cell)
+        except Exception as exc:  # keep going: report every failing notebook at the end
+            error = _describe_failure(exc, output)
+        seconds = time.perf_counter() - start
+        results.append(NotebookResult(path.name, seconds, error))
+        print(f"    {'FAILED' if error else 'ok'} in {seconds:.0f} s" + (f": {error}" if error else ""), flush=True)
+        if update_notebooks and error is None:
+            shutil.copyfile(output, path)
+    return results
+
+
+def report(results: list[NotebookResult]) -> int:
+    """Print a summary; the exit code is non-zero when any notebook failed."""
+    total = sum(r.seconds for r in results)
+    failed = [r for r in results if r.error]
+    print(f"\n{len(results) - len(failed)} of {len(results)} notebooks ran in {total / 60:.1f} min")
+    for r in failed:
+        print(f"  FAILED {r.name}: {r.error}")
+    return 1 if failed else 0
