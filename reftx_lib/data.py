@@ -240,6 +240,15 @@ def _summary(values: np.ndarray, prefix: str) -> dict[str, float | int]:
     }
 
 
+def token_lengths(ds: Dataset, tokenizer, field: str = "text") -> np.ndarray:
+    """Tokens per document of ``ds[field]``, through a cached ``map`` (histograms and statistics share it)."""
+    counts = ds.map(
+        lambda batch: {"n_tokens": [len(ids) for ids in _encode(tokenizer, batch[field])]},
+        batched=True, remove_columns=ds.column_names,
+    )
+    return np.asarray(counts["n_tokens"][:], dtype=np.int64)
+
+
 def corpus_stats(
     dsd: DatasetDict, tokenizer=None, text_fields: Sequence[str] | None = None
 ) -> dict[str, dict[str, float | int]]:
@@ -258,10 +267,6 @@ def corpus_stats(
             texts = ds[field][:]
             row |= _summary(np.array([len(t) for t in texts], dtype=np.int64), f"{field}_chars")
             if tokenizer is not None:
-                counts = ds.map(  # a cached map: a second call for the same tokenizer is instant
-                    lambda batch, field=field: {"n_tokens": [len(ids) for ids in _encode(tokenizer, batch[field])]},
-                    batched=True, remove_columns=ds.column_names,
-                )
-                row |= _summary(np.asarray(counts["n_tokens"][:], dtype=np.int64), f"{field}_tokens")
+                row |= _summary(token_lengths(ds, tokenizer, field), f"{field}_tokens")
         stats[split] = row
     return stats

@@ -66,3 +66,21 @@ def train_config(cfg: dict, *, name: str, preset: str, data: str, tokenizer, see
         tokenizer={"key": info["key"], "vocab_size": info["vocab_size"]},
     )
     return TrainConfig(**{**values, **overrides})
+
+
+def pretrain_decoder_only(preset_name: str, preset: dict, tokenizer, device: str = "auto"):
+    """Exp 2's decoder-only language model on textbook blocks; Exp 5 starts from the very same run.
+
+    Both notebooks call this, so Exp 5 reuses Exp 2's checkpoint instead of training
+    a second copy. Returns (model, history, data, stats).
+    """
+    from .trainer import fit
+
+    cfg = preset["rawtext"]
+    data, stats = rawtext_data(cfg, tokenizer, "blocks")
+    model = build_model("deconly", cfg["model"], len(tokenizer), dropout=preset["samsum"]["dropout"],
+                        max_len=cfg["block_size"])
+    config = train_config({**preset["samsum"], **cfg}, name="exp2-deconly-blocks", preset=preset_name,
+                          data=f"textbooks-blocks-{cfg['block_size']}", tokenizer=tokenizer, device=device)
+    history = fit(model, data["train"], data["validation"], config)
+    return model, history, data, stats
