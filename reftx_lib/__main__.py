@@ -57,8 +57,9 @@ def cmd_prepare(args) -> int:
 
 def cmd_train(args) -> int:
     from .experiments import build_model, train_config
-    from .trainer import fit, train
+    from .trainer import fit, init_distributed, train
 
+    init_distributed()  # a no-op unless started by torchrun --nproc_per_node N
     tok, cfg, data, _ = _setup(args)
     model = build_model(args.model, args.size or cfg["model"], len(tok), dropout=cfg.get("dropout", 0.1))
     config = train_config(cfg, name=f"cli-{args.data}-{args.model}", preset=args.preset, data=args.data,

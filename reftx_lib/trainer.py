@@ -186,12 +186,13 @@ def train(
         index = batches[batch_pos]
         t0 = time.perf_counter()
         full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch
-        ids = full[rank::world].to(device, non_blocking=True)  # this rank's share of rows
+        share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
+        ids = (share if len(share) else full[:1]).to(device, non_blocking=True)
         with autocast:
             out = ddp_model(ids, labels=ids)
         if world > 1:  # weight by tokens so DDP's gradient average equals the global token mean
             n_global = _supervised(model, full)
-            loss = out["loss"] * out["n_tokens"] * world / n_global
+            loss = out["loss"] * out["n_tokens"] * (world / n_global if len(share) else 0.0)
         else:
             loss = out["loss"]
         optimizer.zero_grad(set_to_none=True)
