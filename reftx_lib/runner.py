@@ -22,9 +22,9 @@ class NotebookResult:
     error: str | None = None
 
 
-def notebooks(only: list[str] | None = None) -> list[Path]:
+def notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
     """The course notebooks in order; ``only`` selects by number prefix (``00``, ``03``) or name."""
-    paths = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted((folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if only:
         chosen = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
         unknown = [o for o in only if not any(p.name.startswith(o) or p.stem == o for p in paths)]
@@ -40,26 +40,27 @@ def _describe_failure(exc: Exception, output: Path) -> str:
 
     try:
         nb = nbformat.read(output, as_version=4)
-        for i, cell in enumerate(nb.cells):
+        for cell in nb.cells:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-                    return f"cell {i} ({first_line[:60]!r}): {out['ename']}: {out['evalue']}"
+                    return f"cell In [{cell.execution_count}] ({first_line[:60]!r}): {out['ename']}: {out['evalue']}"
     except Exception:  # the notebook could not be read back: report papermill's own error
         pass
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def run_course(preset: str, only: list[str] | None = None, update_notebooks: bool = False,
-               timeout_per_cell: int | None = None) -> list[NotebookResult]:
+               timeout_per_cell: int | None = None, folder: Path | None = None,
+               out_dir: Path | None = None) -> list[NotebookResult]:
     """Execute the notebooks into ``runs/<preset>/``, going on past failures; returns one result each."""
     import papermill as pm
 
-    out_dir = repo_root() / "runs" / preset
+    out_dir = out_dir or repo_root() / "runs" / preset
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["REFTX_PRESET"] = preset
     results = []
-    paths = notebooks(only)
+    paths = notebooks(only, folder)
     for i, path in enumerate(paths, 1):
         output = out_dir / path.name
         print(f"[{i}/{len(paths)}] {path.name} (preset {preset}) ...", flush=True)
