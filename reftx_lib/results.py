@@ -90,12 +90,17 @@ def stored_results_table(experiment: str, keys: list[str], presets: tuple[str, .
 
 
 def _lookup(metrics: dict, dotted: str):
-    value = metrics
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+    """``metrics["a"]["b"]`` for ``"a.b"``; keys may contain dots themselves (``"rouge1.scratch.1.0"``)."""
+    if dotted in metrics:
+        return metrics[dotted]
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):
+        head, rest = ".".join(parts[:i]), ".".join(parts[i:])
+        if isinstance(metrics.get(head), dict):
+            found = _lookup(metrics[head], rest)
+            if found is not None:
+                return found
+    return None
 
 
 def _fmt(value) -> str:

@@ -1,0 +1,106 @@
+"""Exp 4 helpers: power-law fits recover known exponents, degrade honestly, and FLOPs add up."""
+import math
+
+import numpy as np
+import pytest
+
+from reftx_lib import ReferenceTransformer
+from reftx_lib.scaling import (fit_gain_per_doubling, fit_power_law, gain_per_doubling, power_law_band, predict,
+                               size_name, size_overrides, training_flops)
+
+
+def synthetic(n, e=1.8, a=40.0, alpha=0.3, noise=0.0, seeds=1, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    n = np.repeat(np.asarray(n, dtype=float), seeds)
+    return n, e + a * n**-alpha + noise * rng.standard_normal(n.size)
+
+
+@pytest.mark.parametrize("alpha", [0.076, 0.3, 0.7])
+def test_recovers_known_exponent_without_noise(alpha):
+    n, loss = synthetic(np.geomspace(1e4, 1e8, 8), a=40.0 * 1e4**alpha / 40.0 * 3, alpha=alpha)
+    fit = fit_power_law(n, loss)
+    assert fit["constrained"] and fit["n_sizes"] == 8
+    assert fit["alpha"] == pytest.approx(alpha, rel=1e-3)
+    assert fit["E"] == pytest.approx(1.8, abs=1e-3)
+    assert fit["rmse"] < 1e-6
+
+
+def test_noisy_fit_covers_truth_and_has_error_bar():
+    n, loss = synthetic(np.geomspace(3e4, 1e8, 6), noise=0.01, seeds=3)
+    fit = fit_power_law(n, loss)
+    assert fit["dof"] == 18 - 3
+    assert 0 < fit["alpha_std"] < 0.2
+    assert abs(fit["alpha"] - 0.3) < 3 * fit["alpha_std"] + 0.02
+    curve, low, high = power_law_band(fit, np.geomspace(3e4, 1e8, 20))
+    assert np.all(low <= curve + 1e-9) and np.all(curve <= high + 1e-9)
+    assert np.all(high > low)
+
+
+def test_three_sizes_fix_e_and_say_so():
+    n, loss = synthetic([1e4, 1e5, 1e6], e=0.0, alpha=0.25, seeds=2, noise=0.005)
+    fit = fit_power_law(n, loss)
+    assert not fit["constrained"] and fit["E"] == 0.0
+    assert "not constrained" in fit["note"]
+    assert fit["alpha"] == pytest.approx(0.25, abs=0.02)
+    assert np.isfinite(fit["alpha_std"])
+
+
+def test_e_fixed_slope_is_lower_bound_when_e_is_positive():
+    n, loss = synthetic([1e4, 1e5, 1e6], e=2.0, alpha=0.3)
+    assert fit_power_law(n, loss)["alpha"] < 0.3
+
+
+def test_two_sizes_without_replicates_give_exponent_but_no_error_bar():
+    n, loss = synthetic([1e4, 1e6], e=0.0, alpha=0.5)
+    fit = fit_power_law(n, loss)
+    assert fit["alpha"] == pytest.approx(0.5, rel=1e-6)
+    assert fit["dof"] == 0 and math.isnan(fit["alpha_std"])
+    assert "no error bar" in fit["note"]
+    curve, low, high = power_law_band(fit, [1e4, 1e5])
+    assert np.allclose(curve, low) and np.allclose(curve, high)
+
+
+@pytest.mark.parametrize("n,loss", [([1e5], [3.0]), ([1e5, 1e5, 1e5], [3.0, 3.1, 2.9]), ([], [])])
+def test_too_few_sizes_fail_cleanly(n, loss):
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        fit_power_law(n, loss)
+
+
+def test_mismatched_inputs_raise():
+    with pytest.raises(ValueError, match="pair up"):
+        fit_power_law([1, 2, 3], [1.0, 2.0])
+
+
+def test_gain_per_doubling_constant_for_log_linear_values():
+    n = [1e4, 2e4, 8e4]
+    loss = [5.0, 4.9, 4.7]  # 0.1 per doubling everywhere
+    gains = gain_per_doubling(n, loss)
+    assert [g["doublings"] for g in gains] == pytest.approx([1.0, 2.0])
+    assert [g["gain_per_doubling"] for g in gains] == pytest.approx([0.1, 0.1])
+    rouge = gain_per_doubling(n, [20.0, 21.0, 23.0], lower_is_better=False)
+    assert [g["gain_per_doubling"] for g in rouge] == pytest.approx([1.0, 1.0])
+
+
+def test_gain_per_doubling_averages_replicates_and_matches_the_law():
+    n, loss = synthetic([1e4, 2e4], seeds=3, noise=0.0)
+    (gain,) = gain_per_doubling(n, loss)
+    fit = {"E": 1.8, "A": 40.0, "alpha": 0.3}
+    assert gain["gain"] == pytest.approx(float(fit_gain_per_doubling(fit, 1e4)))
+    assert predict(fit, 1e4) == pytest.approx(1.8 + 40.0 * 1e4**-0.3)
+
+
+def test_training_flops_is_per_token_times_tokens():
+    model = ReferenceTransformer(vocab_size=50, d_model=32, n_layers=1, n_heads=2)  # tiny: d 32, 1 layer
+    per_token = model.flops_per_token(src_len=20, tgt_len=5)
+    assert training_flops(model, 1000, 20.2, 4.8) == pytest.approx(per_token * 1000)
+    with pytest.raises(ValueError):
+        training_flops(model, -1, 20, 5)
+
+
+def test_ladder_entries():
+    assert size_name("mini") == "mini" and size_overrides("mini") == ("mini", {})
+    spec = {"name": "w96", "d_model": 96, "n_layers": 2, "n_heads": 4}
+    assert size_name(spec) == "w96"
+    assert size_overrides(spec) == ("tiny", {"d_model": 96, "n_layers": 2, "n_heads": 4})
+    with pytest.raises(ValueError, match="name"):
+        size_name({"d_model": 96})
