@@ -536,6 +536,7 @@ def plot_attention(
         size = min(12.0, 2.5 + 0.22 * max(matrix.shape))
         fig, ax = plt.subplots(figsize=(size + 1.0, size))
     image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9), aspect="auto")
+    ax.grid(False)  # a style's grid lines would cut through the cells
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     _label_axes(ax, query_labels, key_labels, max_labels)
     ax.set_ylabel(f"rows = {rows}")
@@ -573,6 +574,7 @@ def plot_attention_grid(record: AttentionRecord, kind: str, path: str | Path | N
         for head in range(n_heads):
             ax = axes[layer, head]
             image = ax.imshow(att[layer, head], cmap="viridis", vmin=0.0, vmax=float(att.max()), aspect="auto")
+            ax.grid(False)
             _label_axes(ax, q_labels, k_labels, max_labels, rows=head == 0, columns=layer == n_layers - 1)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.6)

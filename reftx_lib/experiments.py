@@ -84,3 +84,42 @@ def pretrain_decoder_only(preset_name: str, preset: dict, tokenizer, device: str
                           data=f"textbooks-blocks-{cfg['block_size']}", tokenizer=tokenizer, device=device)
     history = fit(model, data["train"], data["validation"], config)
     return model, history, data, stats
+
+
+def samsum_baseline_model(preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"):
+    """Notebook 01's SAMSum baseline encoder-decoder, trained once and reused (checkpoint ``samsum-baseline``).
+
+    Later notebooks (Exp 3's attention study, ...) call this instead of repeating
+    notebook 01's setup, so they load its checkpoint when it exists and otherwise
+    train the very same run. Returns (model, history, data, stats).
+    """
+    from .trainer import fit
+
+    cfg = preset["samsum"]
+    data, stats = samsum_data(cfg, tokenizer)
+    model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
+    config = train_config(cfg, name="samsum-baseline", preset=preset_name, data="samsum", tokenizer=tokenizer,
+                          seed=seed, device=device)
+    history = fit(model, data["train"], data["validation"], config)
+    return model, history, data, stats
+
+
+def rawtext_encdec_model(preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"):
+    """Exp 1's encoder-decoder on raw text split at the midpoint (checkpoint ``exp1-encdec-midpoint``).
+
+    Notebook 03's recipe: the SAMSum baseline's model size, dropout, lr, warmup and
+    batch size, with the raw-text section's steps, evaluation and data. Exp 3 looks at
+    its attention through this function, so a checkpoint either notebook made is
+    reused by the other (``fit`` compares the configs). Returns (model, history, data, stats).
+    """
+    from .trainer import fit
+
+    samsum, cfg = preset["samsum"], preset["rawtext"]
+    hp = {**cfg, "lr": samsum["lr"], "warmup_steps": samsum["warmup_steps"], "batch_tokens": samsum["batch_tokens"]}
+    data, stats = rawtext_data(cfg, tokenizer, "midpoint")
+    model = build_model("encdec", samsum["model"], len(tokenizer), seed=seed, dropout=samsum["dropout"])
+    config = train_config(hp, name="exp1-encdec-midpoint", preset=preset_name,
+                          data=f"textbooks-midpoint-{cfg['max_doc_tokens']}", tokenizer=tokenizer, seed=seed,
+                          device=device)
+    history = fit(model, data["train"], data["validation"], config)
+    return model, history, data, stats

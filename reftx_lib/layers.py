@@ -64,14 +64,23 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        # W_q, W_k, W_v stacked into one (3D, D) projection, as in nn.MultiheadAttention:
+        # self-attention computes q, k and v with a single matmul instead of three.
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Also load checkpoints saved before q, k and v were fused (separate q_proj/k_proj/v_proj)."""
+        legacy = [f"{prefix}{name}_proj." for name in "qkv"]
+        if legacy[0] + "weight" in state_dict:
+            for kind in ("weight", "bias"):
+                state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(p + kind) for p in legacy])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _split_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, n * D) stacked projections -> (n, B, H, T, Dh), views without copies."""
+        b, t, _ = y.shape
+        return y.view(b, t, -1, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
     def forward(
         self,
@@ -90,16 +99,19 @@ class MultiHeadAttention(nn.Module):
         from ``memory`` once and reused at every later step.
         Returns the output (B, T, D) and, if ``need_weights``, the probabilities (B, H, T, S).
         """
-        q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
         if memory is not None:  # cross-attention: keys/values depend only on the encoder
+            d = x.size(-1)
+            w_q, w_kv = self.in_proj.weight.split([d, 2 * d])  # (D, D), (2D, D)
+            b_q, b_kv = self.in_proj.bias.split([d, 2 * d])
+            (q,) = self._split_heads(F.linear(x, w_q, b_q))  # (B, H, T, Dh)
             if cache is not None and "k" in cache:
                 k, v = cache["k"], cache["v"]
             else:
-                k, v = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+                k, v = self._split_heads(F.linear(memory, w_kv, b_kv))  # (B, H, S, Dh) each
                 if cache is not None:
                     cache["k"], cache["v"] = k, v
         else:
-            k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (B, H, T, Dh)
+            q, k, v = self._split_heads(self.in_proj(x))  # (B, H, T, Dh) each
             if cache is not None:
                 if "k" in cache:
                     k = torch.cat([cache["k"], k], dim=2)  # (B, H, S_past + T, Dh)

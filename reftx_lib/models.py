@@ -89,9 +89,14 @@ class BaseLanguageModel(nn.Module):
                 f"{name} has length {ids.size(1)} > max_len={self.config.max_len}; "
                 "truncate or chunk the input, or build the model with a larger max_len"
             )
-        if ids.numel() and (int(ids.max()) >= self.config.vocab_size or int(ids.min()) < 0):
+        if torch.compiler.is_compiling():
+            # The value check needs the ids on the host, which would split a compiled graph in
+            # two (and keep the logits alive as a graph output); the embedding lookup still fails.
+            return
+        out_of_range = (ids < 0) | (ids >= self.config.vocab_size)
+        if bool(out_of_range.any()):  # one host sync per checked tensor
             raise ValueError(
-                f"{name} holds token id {int(ids.max())} outside [0, vocab_size={self.config.vocab_size}); "
+                f"{name} holds token id {int(ids[out_of_range][0])} outside [0, vocab_size={self.config.vocab_size}); "
                 "use the tokenizer the model was built for"
             )
 
@@ -205,12 +210,13 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         self._init_weights()
 
     def _decode(self, ids, caches=None, offset=0, need_weights=False):
+        """Final hidden states (B, T, D), before the output head, and the attention weights."""
         x = self._embed(ids, offset)  # (B, T, D)
         attentions = []
         for i, layer in enumerate(self.layers):
             x, w, _ = layer(x, need_weights=need_weights, cache=None if caches is None else caches[i])
             attentions.append(w)
-        return self.lm_head(self.norm(x)), attentions  # (B, T, V)
+        return self.norm(x), attentions
 
     def forward(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, return_attention: bool = False
@@ -222,10 +228,14 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         (e.g. the first half of a document for second-half perplexity).
         """
         self._check_ids(input_ids, "input_ids")
-        logits, attentions = self._decode(input_ids, need_weights=return_attention)
+        hidden, attentions = self._decode(input_ids, need_weights=return_attention)
+        logits = self.lm_head(hidden)  # (B, T, V)
         out: dict = {"logits": logits}
         if labels is not None:
-            out.update(self._loss(logits[:, :-1], labels[:, 1:]))
+            # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
+            # of them, and its backward would zero-fill and copy a gradient just as large.
+            next_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T); the last predicts nothing
+            out.update(self._loss(logits, next_labels))
         if return_attention:
             out["attentions"] = attentions  # n_layers x (B, H, T, T)
         return out
@@ -248,8 +258,10 @@ class ReferenceDecoderOnly(BaseLanguageModel):
             raise ValueError(f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
                              "or shorten the prompt")
         if state["caches"] is None:
-            return self._decode(state["seq"])[0][:, -1]
-        return self._decode(new, state["caches"], offset=past)[0][:, -1]
+            hidden = self._decode(state["seq"])[0]
+        else:
+            hidden = self._decode(new, state["caches"], offset=past)[0]
+        return self.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
 
     def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
         state["seq"] = state["seq"][index]
@@ -331,13 +343,14 @@ class ReferenceTransformer(BaseLanguageModel):
         return self.encoder_norm(x), mask, attentions
 
     def _decode(self, dec_ids, memory, memory_mask, caches=None, offset=0, need_weights=False):
+        """Final decoder hidden states (B, T, D), before the output head, and the attention weights."""
         x = self._embed(dec_ids, offset)  # (B, T, D)
         self_w, cross_w = [], []
         for i, layer in enumerate(self.decoder_layers):
             x, sw, cw = layer(x, memory, memory_mask, need_weights, None if caches is None else caches[i])
             self_w.append(sw)
             cross_w.append(cw)
-        return self.lm_head(self.decoder_norm(x)), self_w, cross_w  # (B, T, V)
+        return self.decoder_norm(x), self_w, cross_w
 
     def _shift_right(self, tgt_ids: torch.Tensor) -> torch.Tensor:
         """[BOS] + target[:-1]: the decoder's input for teacher forcing."""
@@ -367,8 +380,9 @@ class ReferenceTransformer(BaseLanguageModel):
         self._check_ids(src_ids, "source (src_ids)")
         self._check_ids(tgt_ids, "target (tgt_ids)")
         memory, memory_mask, enc_w = self.encode(src_ids, return_attention)
-        logits, self_w, cross_w = self._decode(self._shift_right(tgt_ids), memory, memory_mask,
+        hidden, self_w, cross_w = self._decode(self._shift_right(tgt_ids), memory, memory_mask,
                                                need_weights=return_attention)
+        logits = self.lm_head(hidden)  # (B, T, V)
         out: dict = {"logits": logits}
         if labels is not None:
             out.update(self._loss(logits, labels))
@@ -394,8 +408,10 @@ class ReferenceTransformer(BaseLanguageModel):
         if state["seq"].size(1) > self.config.max_len:
             raise ValueError(f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens")
         if state["caches"] is None:
-            return self._decode(state["seq"], state["memory"], state["memory_mask"])[0][:, -1]
-        return self._decode(new, state["memory"], state["memory_mask"], state["caches"], offset=past)[0][:, -1]
+            hidden = self._decode(state["seq"], state["memory"], state["memory_mask"])[0]
+        else:
+            hidden = self._decode(new, state["memory"], state["memory_mask"], state["caches"], offset=past)[0]
+        return self.lm_head(hidden[:, -1])  # (B, V)
 
     def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
         for key in ("seq", "memory", "memory_mask"):

@@ -29,36 +29,44 @@ COURSE_PRESETS: dict[str, dict[str, dict]] = {
         "data": dict(vocab_size=8192),
         "samsum": _SAMSUM[name],
         # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint.
+        # cpu trains 250 steps so notebook 02 (one run) and 03 (three runs) fit the course's time budget;
+        # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1.
         "rawtext": {
             "smoke": dict(model="smoke", max_steps=30, batch_tokens=2048, max_doc_tokens=126, n_train_docs=300,
                           n_eval_docs=40, eval_every=15, eval_batches=2, block_size=128, n_samples=2,
-                          sample_tokens=24),
-            "cpu": dict(model="tiny", max_steps=400, batch_tokens=4096, max_doc_tokens=254, n_train_docs=None,
-                        n_eval_docs=200, eval_every=100, eval_batches=10, block_size=256, n_samples=3,
-                        sample_tokens=48),
+                          sample_tokens=24, n_generate=8),
+            "cpu": dict(model="tiny", max_steps=250, batch_tokens=4096, max_doc_tokens=254, n_train_docs=None,
+                        n_eval_docs=200, eval_every=50, eval_batches=10, block_size=256, n_samples=3,
+                        sample_tokens=48, n_generate=48),
             "gpu": dict(model="small", max_steps=3000, batch_tokens=32768, max_doc_tokens=510, n_train_docs=None,
                         n_eval_docs=None, eval_every=500, eval_batches=None, block_size=512, n_samples=4,
-                        sample_tokens=96),
+                        sample_tokens=96, n_generate=200),
         }[name],
         # Exp 3: attention statistics over held-out examples per corpus.
         "attention": dict(n_examples={"smoke": 100, "cpu": 200, "gpu": 500}[name]),
-        # Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides).
+        # Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides). Every size trains
+        # the same steps x batch_tokens with the SAMSum baseline's lr, warmup, dropout and length caps.
+        # cpu adds two in-between widths so the three-parameter law has more sizes than parameters.
         "scaling": {
             "smoke": dict(sizes=["smoke", "mini"], seeds=[0, 1], max_steps=20, batch_tokens=2048,
-                          n_test=8, eval_batches=2),
-            "cpu": dict(sizes=["smoke", "mini", "tiny"], seeds=[0, 1], max_steps=250, batch_tokens=4096,
-                        n_test=100, eval_batches=10),
+                          n_test=8, eval_batches=2, eval_every=10),
+            "cpu": dict(sizes=["smoke", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
+                               dict(name="d96L2", d_model=96, n_layers=2, n_heads=4), "tiny"],
+                        seeds=[0, 1], max_steps=160, batch_tokens=2048, n_test=50, eval_batches=10,
+                        eval_every=40),
             "gpu": dict(sizes=["tiny", "small", "medium", "large"], seeds=[0, 1], max_steps=3000,
-                        batch_tokens=32768, n_test=819, eval_batches=None),
+                        batch_tokens=32768, n_test=819, eval_batches=None, eval_every=500),
         }[name],
-        # Exp 5: transfer from raw-text pretraining, fine-tuned at two data fractions.
+        # Exp 5: transfer from raw-text pretraining, fine-tuned at two data fractions. The pretrained model, its
+        # size and its steps are Exp 2's run (the "rawtext" section); this section sets only the fine-tuning.
+        # ``variants`` (optional, by str(fraction)) limits which initializations run at a fraction.
         "transfer": {
-            "smoke": dict(model="smoke", pretrain_steps=30, finetune_steps=20, fractions=[0.1, 1.0],
-                          batch_tokens=2048, n_test=8, eval_batches=2),
-            "cpu": dict(model="tiny", pretrain_steps=400, finetune_steps=200, fractions=[0.1, 1.0],
-                        batch_tokens=4096, n_test=100, eval_batches=10),
-            "gpu": dict(model="small", pretrain_steps=3000, finetune_steps=2000, fractions=[0.1, 1.0],
-                        batch_tokens=32768, n_test=819, eval_batches=None),
+            "smoke": dict(finetune_steps=20, fractions=[0.1, 1.0], batch_tokens=2048, n_test=8, eval_batches=2,
+                          eval_every=10),
+            "cpu": dict(finetune_steps=150, fractions=[0.1, 1.0], batch_tokens=2048, n_test=50, eval_batches=10,
+                        eval_every=25, variants={"1.0": ["scratch", "transfer"]}),
+            "gpu": dict(finetune_steps=2000, fractions=[0.1, 1.0], batch_tokens=32768, n_test=819,
+                        eval_batches=None, eval_every=250),
         }[name],
     }
     for name in PRESET_NAMES

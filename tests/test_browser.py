@@ -9,6 +9,12 @@ A screenshot goes to ``figures/exp3_explorer_browser.png``.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``): ``playwright install``
 cannot download a browser here, so Playwright drives ``/usr/bin/chromium``.
+
+Duration, measured on the course's 2-core CPU machine: about 20 s on quiet cores
+(JupyterLab answers in ~3 s, opening the notebook and starting its kernel ~6 s,
+running the cells ~7 s, mostly importing torch and transformers in the fresh kernel,
+changing the head < 1 s) and up to about 60 s on a loaded machine or with cold
+caches. ``pytest -s tests/test_browser.py`` prints the measured stages.
 """
 import json
 import os

@@ -126,9 +126,8 @@ def test_masks():
 
 
 # ---------------------------------------------------------------- attention
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("t,s", [(5, 5), (4, 7)])
-def test_attention_matches_torch_multihead_attention(seed, t, s):
+def _attention_pair(seed):
+    """Ours and torch's nn.MultiheadAttention (d_model 32, 4 heads) with the same weights."""
     torch.manual_seed(seed)
     ours, ref = MultiHeadAttention(32, 4), nn.MultiheadAttention(32, 4, batch_first=True)
     with torch.no_grad():
@@ -136,6 +135,13 @@ def test_attention_matches_torch_multihead_attention(seed, t, s):
         ours.in_proj.bias.copy_(ref.in_proj_bias)
         ours.out_proj.weight.copy_(ref.out_proj.weight)
         ours.out_proj.bias.copy_(ref.out_proj.bias)
+    return ours, ref
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("t,s", [(5, 5), (4, 7)])
+def test_attention_matches_torch_multihead_attention(seed, t, s):
+    ours, ref = _attention_pair(seed)
     x, mem = torch.randn(2, t, 32), torch.randn(2, s, 32)
     pad = torch.zeros(2, s, dtype=torch.bool)
     pad[1, -2:] = True  # torch: True = ignore; ours: True = attend
@@ -143,6 +149,19 @@ def test_attention_matches_torch_multihead_attention(seed, t, s):
     got, got_w = ours(x, memory=mem, mask=~pad[:, None, None, :], need_weights=True)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_w, expected_w, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_causal_self_attention_matches_torch_multihead_attention(seed):
+    """Self-attention takes q, k, v from one fused in_proj matmul; cross-attention (above) slices it."""
+    ours, ref = _attention_pair(seed)
+    x = torch.randn(2, 6, 32)
+    future = torch.ones(6, 6, dtype=torch.bool).triu(diagonal=1)  # torch: True = ignore
+    expected, expected_w = ref(x, x, x, attn_mask=future, average_attn_weights=False)
+    got, got_w = ours(x, is_causal=True, need_weights=True)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_w, expected_w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours(x, is_causal=True)[0], expected, atol=1e-5, rtol=1e-5)  # fused SDPA path
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -271,6 +290,22 @@ def test_checkpoint_config_rebuilds_identical_model():
     m = make(ReferenceTransformer)
     clone = ReferenceTransformer.from_config(m.config.to_dict())
     clone.load_state_dict(m.state_dict())
+    ids = packed([[5, 6]], [[7, 2]])
+    torch.testing.assert_close(m(ids)["logits"], clone.eval()(ids)["logits"])
+
+
+def test_checkpoint_with_separate_qkv_projections_still_loads():
+    """Checkpoints saved before q/k/v were fused into in_proj hold q_proj, k_proj and v_proj."""
+    m = make(ReferenceTransformer)
+    legacy = {}
+    for key, value in m.state_dict().items():
+        if ".in_proj." in key:
+            for name, part in zip("qkv", value.chunk(3)):
+                legacy[key.replace("in_proj", f"{name}_proj")] = part
+        else:
+            legacy[key] = value
+    clone = ReferenceTransformer.from_config(m.config)
+    clone.load_state_dict(legacy)
     ids = packed([[5, 6]], [[7, 2]])
     torch.testing.assert_close(m(ids)["logits"], clone.eval()(ids)["logits"])
 

@@ -1,0 +1,489 @@
+"""Throughput benchmark: our reference models against their Hugging Face peers.
+
+The question it answers: is the teaching code slow? Each of our models runs
+next to the closest ``transformers`` model of identical shape (a peer):
+
+- ``ReferenceDecoderOnly`` vs ``GPT2LMHeadModel`` (pre-LN GPT block);
+- ``ReferenceTransformer`` vs ``MBartForConditionalGeneration`` (pre-LN encoder-decoder),
+  fed equal source and target lengths of ``seq_len / 2`` each.
+
+Both sides get the same sizes, vocabulary (8192), dropout 0, SDPA attention,
+exact GELU, the same random tokens, dtype (fp32 on CPU, bf16 autocast on CUDA)
+and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
+(learned position embeddings; MBart's embedding LayerNorms), reported as
+``params`` / ``peer_params``.
+
+Training steps are timed one at a time, alternating ours and the peer
+(ABAB...), so CPU frequency changes and background load hit both equally;
+``ms_per_step`` is the median. ``--modes compile`` compiles each side's
+forward + loss with ``torch.compile`` (the optimizer step stays eager); a failed
+compile becomes the row's ``error`` instead of stopping the run. Generation
+(``--generation``, eager) times greedy KV-cached decoding of exactly
+``--new-tokens`` tokens on both sides.
+
+Peak memory (``peak_mem_mib``) is the peak of live tensor allocations during a
+training step above what was live before it: activations, gradients and
+temporaries. Weights and optimizer state are left out because both models share
+the process. On CUDA it comes from ``torch.cuda.max_memory_allocated``; CPU has
+no such counter, and process RSS mostly shows what glibc keeps cached, so one
+extra, untimed step runs under the profiler, which sees every allocation.
+``peak_mem_kind`` names the source.
+
+Run: ``python -m reftx_lib.bench --configs tiny small --json``.
+Defaults are CPU-sized on CPU (configs tiny and small, batch 8, seq_len 128)
+and GPU-sized on CUDA (all four seed configs, batch 16, seq_len 512).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID
+from .models import ReferenceDecoderOnly, ReferenceTransformer
+
+VOCAB_SIZE = 8192
+H100_BF16_PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16, no sparsity
+CPU_CONFIGS = ("tiny", "small")
+CUDA_CONFIGS = ("tiny", "small", "medium", "large")
+ARCHITECTURES = ("decoder-only", "encoder-decoder")
+
+
+@dataclass
+class Side:
+    """One model of a pair, with what its training step and generation need."""
+
+    name: str
+    model: nn.Module
+    loss: Callable[[nn.Module], torch.Tensor]  # runs the forward pass on the shared batch
+    generate: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # source/prompt (B, P) -> new tokens (B, N)
+
+
+# ------------------------------------------------------------------- models
+def _peer_gpt2(preset: str, n_positions: int) -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    p = MODEL_PRESETS[preset]
+    config = GPT2Config(
+        vocab_size=VOCAB_SIZE, n_positions=n_positions, n_embd=p["d_model"], n_layer=p["n_layers"],
+        n_head=p["n_heads"], n_inner=4 * p["d_model"], activation_function="gelu",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=BOS_ID, eos_token_id=None, pad_token_id=PAD_ID,  # no EOS: decode exactly N tokens
+    )
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def _peer_mbart(preset: str, n_positions: int) -> nn.Module:
+    from transformers import MBartConfig, MBartForConditionalGeneration
+
+    p = MODEL_PRESETS[preset]
+    config = MBartConfig(
+        vocab_size=VOCAB_SIZE, max_position_embeddings=n_positions, d_model=p["d_model"],
+        encoder_layers=p["n_layers"], decoder_layers=p["n_layers"],
+        encoder_attention_heads=p["n_heads"], decoder_attention_heads=p["n_heads"],
+        encoder_ffn_dim=4 * p["d_model"], decoder_ffn_dim=4 * p["d_model"], activation_function="gelu",
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        scale_embedding=True,  # ours scales embeddings by sqrt(d_model) too
+        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=None, forced_eos_token_id=None,
+        decoder_start_token_id=BOS_ID,
+    )
+    return MBartForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+
+
+def _ours(cls: type, preset: str, n_positions: int) -> nn.Module:
+    model = cls.from_preset(preset, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
+    with torch.no_grad():
+        # EOS logit becomes exactly 0, below the max of the other 8191 random logits:
+        # greedy decoding never stops early, like the peer configured without EOS.
+        model.embed.weight[EOS_ID] = 0.0
+    return model
+
+
+def build_pair(arch: str, preset: str, n_positions: int, batch: dict[str, torch.Tensor],
+               new_tokens: int) -> tuple[Side, Side]:
+    """Ours and its peer for one architecture and size, bound to the shared training batch."""
+    if arch == "decoder-only":
+        ids = batch["ids"]
+        ours = Side(
+            "ReferenceDecoderOnly", _ours(ReferenceDecoderOnly, preset, n_positions),
+            lambda m: m(ids, labels=ids)["loss"],
+            lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
+        )
+        peer = Side(
+            "GPT2LMHeadModel", _peer_gpt2(preset, n_positions),
+            lambda m: m(input_ids=ids, labels=ids).loss,
+            lambda m, prompt: m.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                do_sample=False, num_beams=1, use_cache=True,
+            )[:, prompt.size(1):],
+        )
+    elif arch == "encoder-decoder":
+        src, tgt = batch["src"], batch["tgt"]
+        src_mask = src != PAD_ID  # ours always masks source padding; give the peer the same information
+        ours = Side(
+            "ReferenceTransformer", _ours(ReferenceTransformer, preset, n_positions),
+            lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt)["loss"],
+            lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
+        )
+        peer = Side(
+            "MBartForConditionalGeneration", _peer_mbart(preset, n_positions),
+            lambda m: m(input_ids=src, attention_mask=src_mask, labels=tgt).loss,
+            lambda m, source: m.generate(
+                source, attention_mask=source != PAD_ID, max_new_tokens=new_tokens,
+                do_sample=False, num_beams=1, use_cache=True,
+            )[:, 1:],  # drop the decoder start token
+        )
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; allowed values: {ARCHITECTURES}")
+    return ours, peer
+
+
+def random_batch(batch_size: int, seq_len: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random ordinary tokens (ids >= 4, so no padding or specials), identical for both sides.
+
+    ``ids`` (B, T) for the decoder-only pair; ``src`` (B, T/2) and ``tgt`` (B, T - T/2)
+    for the encoder-decoder pair, so both architectures read T tokens per row.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, VOCAB_SIZE, (batch_size, seq_len), generator=g).to(device)
+    half = seq_len // 2
+    return {"ids": ids, "src": ids[:, :half].contiguous(), "tgt": ids[:, half:].contiguous()}
+
+
+# ------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(side: Side, mode: str, device: torch.device) -> Callable[[], None]:
+    """One optimizer step of ``side`` on its batch; in compile mode forward + loss are compiled.
+
+    We compile the loss function rather than the module: a compiled module also
+    returns the logits as a graph output, and its compiled backward then fills a
+    zero gradient as large as the logits (B, T, V) that nobody uses.
+    """
+    model = side.model
+    loss_fn = torch.compile(side.loss) if mode == "compile" else side.loss
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def step() -> None:
+        with autocast:
+            loss = loss_fn(model)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _cpu_step_peak_bytes(step: Callable[[], None]) -> int:
+    """Peak of torch's live CPU allocations during one step, above those live before it.
+
+    The profiler reports every allocation and free made while it runs; their
+    running sum is the extra memory the step holds at each moment.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events()
+         if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
+        key=lambda e: e.start_ns(),
+    )
+    return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
+
+
+def time_training(sides: list[Side], mode: str, device: torch.device, warmup: int, steps: int) -> list[dict]:
+    """Warm up, then time ``steps`` training steps per side, alternating sides step by step."""
+    fns = [_train_step(side, mode, device) for side in sides]
+    first_step_s = [0.0] * len(fns)
+    for i in range(warmup):
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if i == 0:
+                first_step_s[j] = time.perf_counter() - t0  # includes compilation in compile mode
+    times: list[list[float]] = [[] for _ in fns]
+    peaks = [0] * len(fns)
+    for _ in range(steps):
+        for j, fn in enumerate(fns):
+            _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                live_before = torch.cuda.memory_allocated(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[j].append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                peaks[j] = max(peaks[j], torch.cuda.max_memory_allocated(device) - live_before)
+    if device.type == "cpu":
+        peaks = [_cpu_step_peak_bytes(fn) for fn in fns]
+    return [{"step_s": statistics.median(t), "first_step_s": f, "peak_mem_bytes": p}
+            for t, f, p in zip(times, first_step_s, peaks)]
+
+
+def time_generation(sides: list[Side], inputs: torch.Tensor, device: torch.device, repeats: int,
+                    new_tokens: int) -> list[float]:
+    """Median seconds per ``generate`` call for each side, alternating sides call by call."""
+    times: list[list[float]] = [[] for _ in sides]
+    for i in range(repeats + 1):  # the first round is warmup
+        for j, side in enumerate(sides):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = side.generate(side.model, inputs)
+            _sync(device)
+            if out.shape != (inputs.size(0), new_tokens):
+                raise RuntimeError(f"{side.name} decoded shape {tuple(out.shape)}, expected "
+                                   f"{(inputs.size(0), new_tokens)}: the sides must decode the same tokens")
+            if i:
+                times[j].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+# ------------------------------------------------------------------- rows
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _mib(nbytes: int | None) -> float | None:
+    return None if nbytes is None else round(nbytes / 2**20, 2)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def _common(device: torch.device) -> dict:
+    return {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train_row(arch: str, preset: str, mode: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Benchmark one training pair; a failure (e.g. compilation) becomes the row's ``error``."""
+    b, t = args.batch_size, args.seq_len
+    src_len, tgt_len = t // 2, t - t // 2
+    row = {"kind": "train", "arch": arch, "config": preset, "mode": mode, "batch": b, "seq_len": t,
+           "src_len": src_len if arch == "encoder-decoder" else None,
+           "tgt_len": tgt_len if arch == "encoder-decoder" else None,
+           "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
+           "steps": args.steps, "warmup": args.warmup, **_common(device)}
+    torch.manual_seed(0)
+    batch = random_batch(b, t, device)
+    ours, peer = build_pair(arch, preset, _n_positions(args), batch, args.new_tokens)
+    row.update(model=ours.name, peer=peer.name, params=_count(ours.model), peer_params=_count(peer.model),
+               n_positions=_n_positions(args), error=None)
+    try:
+        if mode == "compile":
+            torch._dynamo.reset()  # fresh caches: no recompile limits carried over from earlier rows
+        for side in (ours, peer):
+            side.model.to(device).train()
+        result = time_training([ours, peer], mode, device, args.warmup, args.steps)
+    except Exception as exc:  # report and carry on: one failing compile must not hide the other rows
+        row["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
+        return _fill_missing(row)
+    input_tokens = b * t  # decoder-only: B*T; encoder-decoder: B*(S+T) = B*T
+    supervised = b * (t - 1) if arch == "decoder-only" else b * tgt_len
+    step_flops = (ours.model.flops_per_token(t) * b * t if arch == "decoder-only"
+                  else ours.model.flops_per_token(src_len=src_len, tgt_len=tgt_len) * b * tgt_len)
+    mine, theirs = result
+    for prefix, r in (("", mine), ("peer_", theirs)):
+        row[f"{prefix}tokens_per_s"] = round(input_tokens / r["step_s"], 1)
+        row[f"{prefix}supervised_tokens_per_s"] = round(supervised / r["step_s"], 1)
+        row[f"{prefix}ms_per_step"] = round(1e3 * r["step_s"], 2)
+        row[f"{prefix}first_step_s"] = round(r["first_step_s"], 2)
+        row[f"{prefix}peak_mem_mib"] = _mib(r["peak_mem_bytes"])
+        row[f"{prefix}mfu"] = (round(step_flops / r["step_s"] / H100_BF16_PEAK_FLOPS, 4)
+                               if device.type == "cuda" else None)
+    row["peak_mem_kind"] = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_profiler"
+    row["ratio"] = round(row["tokens_per_s"] / row["peer_tokens_per_s"], 3)
+    return row
+
+
+def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Greedy KV-cached decoding, ours vs the peer's ``generate``, at each ``--gen-batch-sizes``."""
+    rows = []
+    batch = random_batch(1, 2, device)  # the training batch is not used here
+    ours, peer = build_pair(arch, preset, _n_positions(args), batch, args.new_tokens)
+    for side in (ours, peer):
+        side.model.to(device).eval()
+    for b in args.gen_batch_sizes:
+        prompt = random_batch(b, args.prompt_len, device, seed=1)["ids"]
+        row = {"kind": "generate", "arch": arch, "config": preset, "mode": "eager", "batch": b,
+               "seq_len": args.prompt_len + args.new_tokens, "prompt_len": args.prompt_len,
+               "new_tokens": args.new_tokens, "dtype": "fp32" if device.type == "cpu" else "bf16-autocast",
+               "steps": args.gen_repeats, "warmup": 1, "model": ours.name, "peer": peer.name,
+               "params": _count(ours.model), "peer_params": _count(peer.model),
+               "n_positions": _n_positions(args), "error": None,
+               **_common(device)}
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        try:
+            with torch.inference_mode(), autocast:
+                mine, theirs = time_generation([ours, peer], prompt, device, args.gen_repeats, args.new_tokens)
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
+            rows.append(_fill_missing(row))
+            continue
+        for prefix, s in (("", mine), ("peer_", theirs)):
+            row[f"{prefix}tokens_per_s"] = round(b * args.new_tokens / s, 1)
+            row[f"{prefix}ms_per_step"] = round(1e3 * s / args.new_tokens, 3)  # per decoding step
+            row[f"{prefix}peak_mem_mib"] = None
+            row[f"{prefix}mfu"] = None
+        row["peak_mem_kind"] = None
+        row["ratio"] = round(row["tokens_per_s"] / row["peer_tokens_per_s"], 3)
+        rows.append(row)
+    return rows
+
+
+def _fill_missing(row: dict) -> dict:
+    """A failed row still carries every field, as null, so JSON consumers see one schema."""
+    for prefix in ("", "peer_"):
+        for key in ("tokens_per_s", "ms_per_step", "peak_mem_mib", "mfu"):
+            row.setdefault(prefix + key, None)
+    row.setdefault("ratio", None)
+    return row
+
+
+def _n_positions(args: argparse.Namespace) -> int:
+    """Position table size for both sides: long enough for training and for generation."""
+    return max(args.seq_len, args.prompt_len + args.new_tokens + 1)
+
+
+# ------------------------------------------------------------------- output
+_TABLE = [  # (header, key, format)
+    ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
+    ("B", "batch", "{}"), ("T", "seq_len", "{}"),
+    ("ours tok/s", "tokens_per_s", "{:,.0f}"), ("peer tok/s", "peer_tokens_per_s", "{:,.0f}"),
+    ("ratio", "ratio", "{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
+    ("ours MiB", "peak_mem_mib", "{:.0f}"), ("peer MiB", "peer_peak_mem_mib", "{:.0f}"),
+    ("mfu", "mfu", "{:.1%}"),
+]
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows as an aligned text table; errors are listed under it."""
+    cells = [[h for h, _, _ in _TABLE]]
+    for row in rows:
+        cells.append(["-" if row.get(k) is None else f.format(row[k]) for _, k, f in _TABLE])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(_TABLE))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines += [f"error in {r['arch']} {r['config']} {r['mode']}: {r['error']}" for r in rows if r.get("error")]
+    if rows:
+        r = rows[0]
+        lines.append(f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}, "
+                     f"transformers {r['transformers']}; ratio = ours / peer tokens per second; "
+                     "ms is per training step, or per decoding step for generate rows")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- CLI
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse options and fill the device-dependent defaults (``args.device`` becomes a torch.device)."""
+    p = argparse.ArgumentParser(prog="python -m reftx_lib bench", description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--configs", nargs="+", choices=sorted(MODEL_PRESETS),
+                   help=f"model sizes (default: {' '.join(CPU_CONFIGS)} on CPU, {' '.join(CUDA_CONFIGS)} on CUDA)")
+    p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
+    p.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per side (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (compilation happens here)")
+    p.add_argument("--batch-size", type=int, help="training batch (default: 8 on CPU, 16 on CUDA)")
+    p.add_argument("--seq-len", type=int, help="tokens per row; enc-dec splits it into source and target halves "
+                                                 "(default: 128 on CPU, 512 on CUDA)")
+    p.add_argument("--generation", action="store_true", help="also benchmark greedy KV-cached generation")
+    p.add_argument("--gen-batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--prompt-len", type=int, default=32, help="prompt (decoder-only) or source (enc-dec) length")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens each side decodes (no early EOS)")
+    p.add_argument("--gen-repeats", type=int, default=3, help="timed generate calls per side (median reported)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
+    p.add_argument("--save", metavar="PRESET",
+                   help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a busy "
+                                               "machine 1 thread gives steadier numbers than oversubscribed cores")
+    args = p.parse_args(argv)
+    args.device = resolve_device(args.device)
+    gpu = args.device.type == "cuda"
+    args.configs = args.configs or list(CUDA_CONFIGS if gpu else CPU_CONFIGS)
+    args.batch_size = args.batch_size or (16 if gpu else 8)
+    args.seq_len = args.seq_len or (512 if gpu else 128)
+    for name in ("steps", "warmup", "batch_size", "prompt_len", "new_tokens", "gen_repeats", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.seq_len < 4 or min(args.gen_batch_sizes) < 1:
+        p.error("--seq-len must be >= 4 and every --gen-batch-sizes value >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> Iterator[dict]:
+    """Yield the rows one by one: per size and architecture, each training mode, then generation."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside autocast, for both sides
+    for preset, arch in itertools.product(args.configs, args.archs):
+        for mode in args.modes:
+            yield train_row(arch, preset, mode, args, args.device)
+        if args.generation:
+            yield from generation_rows(arch, preset, args, args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark on one device in this process; print JSON lines as rows finish, or a table at the end.
+
+    Returns 1 if any row holds an error (e.g. a failed compile), else 0.
+    """
+    args = parse_args(argv)
+    started = time.perf_counter()
+    rows = []
+    for row in run(args):
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+    if not args.json:
+        print(format_table(rows))
+    if args.save:
+        from .results import provenance, save_results
+
+        ratios = [r["ratio"] for r in rows if r.get("ratio") is not None]
+        metrics = {"rows": rows, "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None)}
+        prov = provenance(args.save, torch.device(rows[0]["device"] if rows else "cpu"), vars(args),
+                          time.perf_counter() - started)
+        print(f"saved {save_results('bench', args.save, metrics, prov)}", file=sys.stderr)
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

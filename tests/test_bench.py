@@ -1,0 +1,88 @@
+"""Benchmark tests on CI sizes (smoke preset: d_model 32, 1 layer; batch 2, 16 tokens; CPU).
+
+They check the rows, never the timings: timed assertions are flaky, and the
+ratios are the benchmark's output, not a property of the code.
+"""
+import json
+
+import pytest
+import torch
+
+from reftx_lib import MODEL_PRESETS, bench
+
+SMOKE = ["--device", "cpu", "--configs", "smoke", "--steps", "2", "--warmup", "1", "--batch-size", "2",
+         "--seq-len", "16", "--prompt-len", "4", "--new-tokens", "3", "--gen-batch-sizes", "1", "2",
+         "--gen-repeats", "1", "--json"]
+FIELDS = ["kind", "model", "peer", "config", "mode", "device", "batch", "seq_len", "tokens_per_s",
+          "peer_tokens_per_s", "ratio", "ms_per_step", "peer_ms_per_step", "peak_mem_mib", "peer_peak_mem_mib",
+          "mfu", "params", "peer_params", "torch", "date", "error"]
+
+
+def run(capsys, *extra) -> tuple[int, list[dict]]:
+    code = bench.main(SMOKE + list(extra))
+    return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def eager_rows() -> list[dict]:
+    """One eager run with generation, shared by the tests below (it takes a few seconds)."""
+    return list(bench.run(bench.parse_args(SMOKE + ["--modes", "eager", "--generation"])))
+
+
+def test_rows_have_every_field_and_positive_numbers(eager_rows):
+    rows = eager_rows
+    kinds = [(r["kind"], r["model"], r["batch"]) for r in rows]
+    assert kinds == [("train", "ReferenceDecoderOnly", 2), ("generate", "ReferenceDecoderOnly", 1),
+                     ("generate", "ReferenceDecoderOnly", 2), ("train", "ReferenceTransformer", 2),
+                     ("generate", "ReferenceTransformer", 1), ("generate", "ReferenceTransformer", 2)]
+    for row in rows:
+        assert set(FIELDS) <= set(row), set(FIELDS) - set(row)
+        assert row["error"] is None and row["device"] == "cpu" and row["config"] == "smoke"
+        for key in ("tokens_per_s", "peer_tokens_per_s", "ratio", "ms_per_step", "peer_ms_per_step"):
+            assert row[key] > 0, key
+        assert row["mfu"] is None  # no meaningful peak FLOP/s on CPU
+        if row["kind"] == "train":
+            assert row["peak_mem_mib"] > 0 and row["peer_peak_mem_mib"] > 0
+            assert row["peak_mem_kind"] == "cpu_profiler"
+
+
+def test_peers_have_our_shapes(eager_rows):
+    """Same widths and depths: the parameter counts differ only by what the peers add.
+
+    GPT-2 adds a learned position table (n_positions x d); MBart adds one per stack
+    (with 2 offset rows each) and a LayerNorm on the embeddings of each stack.
+    """
+    d = MODEL_PRESETS["smoke"]["d_model"]
+    for row in eager_rows:
+        extra = row["peer_params"] - row["params"]
+        n = row["n_positions"]
+        if row["peer"] == "GPT2LMHeadModel":
+            assert extra == n * d
+        else:
+            assert row["peer"] == "MBartForConditionalGeneration"
+            assert extra == 2 * (n + 2) * d + 2 * 2 * d
+
+
+def test_encoder_decoder_gets_half_the_tokens_as_source(eager_rows):
+    row = next(r for r in eager_rows if r["kind"] == "train" and r["model"] == "ReferenceTransformer")
+    assert (row["src_len"], row["tgt_len"]) == (8, 8)
+    assert row["supervised_tokens_per_s"] == pytest.approx(row["tokens_per_s"] / 2, abs=0.1)  # both rounded to 0.1
+
+
+def test_failed_compile_becomes_an_error_row(capsys, monkeypatch):
+    def broken_compile(fn, **_):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    code, rows = run(capsys, "--modes", "compile", "--archs", "decoder-only")
+    assert code == 1
+    (row,) = rows
+    assert row["mode"] == "compile" and "no C++ compiler" in row["error"]
+    assert row["tokens_per_s"] is None and row["ratio"] is None
+
+
+def test_table_output_is_readable(capsys):
+    assert bench.main(SMOKE[:-1] + ["--modes", "eager", "--archs", "decoder-only"]) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[:2]
+    assert "ratio" in header and "decoder-only" in row and "smoke" in row
