@@ -129,3 +129,52 @@ def longest_3(dialogue: str) -> str:
     lines = [line.strip() for line in dialogue.splitlines() if line.strip()]
     keep = sorted(sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)[:3])
     return "\n".join(lines[i] for i in keep)
+
+
+# ------------------------------------------------- automatic proxies for generated text
+def _units(text_or_tokens) -> list:
+    """Words of a string (split on whitespace), or the items of a token sequence as they are."""
+    return text_or_tokens.split() if isinstance(text_or_tokens, str) else list(text_or_tokens)
+
+
+def _ngrams(units: list, n: int) -> list[tuple]:
+    return [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
+
+
+def _as_list(sequences) -> list:
+    """One text (str) or many texts / token sequences -> a list of them."""
+    return [sequences] if isinstance(sequences, str) else list(sequences)
+
+
+def repetition_rate(sequences, n: int = 4) -> float:
+    """Share of n-grams that repeat an n-gram seen earlier in the *same* sequence.
+
+    ``sequences`` is one text, a list of texts (scored on whitespace words) or a list
+    of token-id lists. Counts are pooled over all sequences (each n-gram weighs the
+    same). 0 means no n-gram is ever repeated; a greedy decoder stuck in a loop
+    approaches 1. NaN when no sequence has n units.
+
+    >>> repetition_rate("a b c a b c a b c", n=3)  # 7 trigrams, 4 of them seen before
+    0.5714285714285714
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    repeated = total = 0
+    for seq in _as_list(sequences):
+        seen: set[tuple] = set()
+        for gram in _ngrams(_units(seq), n):
+            total += 1
+            repeated += gram in seen
+            seen.add(gram)
+    return repeated / total if total else float("nan")
+
+
+def distinct_n(sequences, n: int = 2) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams over all n-grams, pooled across ``sequences``.
+
+    Higher means more varied text; the same inputs as ``repetition_rate``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = [g for seq in _as_list(sequences) for g in _ngrams(_units(seq), n)]
+    return len(set(grams)) / len(grams) if grams else float("nan")

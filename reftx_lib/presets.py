@@ -29,14 +29,14 @@ COURSE_PRESETS: dict[str, dict[str, dict]] = {
         "data": dict(vocab_size=8192),
         "samsum": _SAMSUM[name],
         # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint.
-        # cpu trains 250 steps so notebook 02 (one run) and 03 (three runs) fit the course's time budget;
+        # cpu trains 200 steps so notebook 02 (one run, ~3.5 min) and 03 (three runs, ~9 min) fit the course budget;
         # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1.
         "rawtext": {
             "smoke": dict(model="smoke", max_steps=30, batch_tokens=2048, max_doc_tokens=126, n_train_docs=300,
                           n_eval_docs=40, eval_every=15, eval_batches=2, block_size=128, n_samples=2,
                           sample_tokens=24, n_generate=8),
-            "cpu": dict(model="tiny", max_steps=250, batch_tokens=4096, max_doc_tokens=254, n_train_docs=None,
-                        n_eval_docs=200, eval_every=50, eval_batches=10, block_size=256, n_samples=3,
+            "cpu": dict(model="tiny", max_steps=200, batch_tokens=4096, max_doc_tokens=254, n_train_docs=None,
+                        n_eval_docs=200, eval_every=40, eval_batches=10, block_size=256, n_samples=3,
                         sample_tokens=48, n_generate=48),
             "gpu": dict(model="small", max_steps=3000, batch_tokens=32768, max_doc_tokens=510, n_train_docs=None,
                         n_eval_docs=None, eval_every=500, eval_batches=None, block_size=512, n_samples=4,
@@ -52,8 +52,8 @@ COURSE_PRESETS: dict[str, dict[str, dict]] = {
                           n_test=8, eval_batches=2, eval_every=10),
             "cpu": dict(sizes=["smoke", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
                                dict(name="d96L2", d_model=96, n_layers=2, n_heads=4), "tiny"],
-                        seeds=[0, 1], max_steps=160, batch_tokens=2048, n_test=50, eval_batches=10,
-                        eval_every=40),
+                        seeds=[0, 1], max_steps=300, batch_tokens=2048, n_test=50, eval_batches=10,
+                        eval_every=50),
             "gpu": dict(sizes=["tiny", "small", "medium", "large"], seeds=[0, 1], max_steps=3000,
                         batch_tokens=32768, n_test=819, eval_batches=None, eval_every=500),
         }[name],

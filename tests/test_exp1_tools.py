@@ -1,0 +1,59 @@
+"""Exp 1 measurement tools: training-step memory in a spawned process, repetition and distinct-n proxies.
+
+Models here are tiny (d_model 32, 1 layer, vocab 64) so the subprocess starts and finishes in seconds.
+"""
+import math
+
+import pytest
+
+from reftx_lib import ModelConfig
+from reftx_lib.device import training_memory_mb
+from reftx_lib.evaluation import distinct_n, repetition_rate
+
+TINY = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=64).to_dict()
+
+
+def test_training_memory_is_positive_for_the_encoder_decoder():
+    doc = list(range(4, 36))  # 32 tokens
+    packed = [doc[:16] + [3] + doc[16:] + [2]] * 4  # source [SEP] target [EOS]
+    mem = training_memory_mb("ReferenceTransformer", TINY, packed, steps=2)
+    assert 0 < mem < 500  # MiB: a 30k-parameter model on 4 rows needs far less
+
+
+def test_training_memory_is_positive_and_grows_with_the_batch():
+    small = training_memory_mb("ReferenceDecoderOnly", TINY, [[1] + list(range(4, 20)) + [2]], steps=1)
+    # vocab 4096 and 64 rows of 60 tokens: the logits alone are 64 * 60 * 4096 * 4 bytes = 60 MiB
+    big = training_memory_mb("ReferenceDecoderOnly", {**TINY, "vocab_size": 4096},
+                             [[1] + list(range(4, 62)) + [2]] * 64, steps=1)
+    assert 0 < small < 500
+    assert big > small + 30
+
+
+def test_training_memory_rejects_unknown_class():
+    with pytest.raises(ValueError, match="unknown model class"):
+        training_memory_mb("GPT5", TINY, [[1, 4, 5, 2]], steps=1)
+
+
+def test_repetition_rate_on_known_strings():
+    assert repetition_rate("the cat sat on the mat today", n=4) == 0.0
+    # 9 words -> 6 four-grams: "a b c a", "b c a b", "c a b c" are new, the next three repeat them
+    assert repetition_rate("a b c a b c a b c", n=4) == pytest.approx(3 / 6)
+    assert repetition_rate("x x x x x x", n=4) == pytest.approx(2 / 3)  # 3 four-grams, all "x x x x"
+    # pooled over texts, and a repeat must be within the same text
+    assert repetition_rate(["a b c d", "a b c d"], n=4) == 0.0
+    assert repetition_rate(["a b c d a b c d", "p q r s"], n=4) == pytest.approx(1 / 6)
+    assert math.isnan(repetition_rate(["too short"], n=4))
+
+
+def test_repetition_rate_on_token_ids():
+    assert repetition_rate([[5, 6, 5, 6, 5, 6]], n=2) == pytest.approx(3 / 5)
+    assert repetition_rate([[1, 2, 3, 4, 5]], n=2) == 0.0
+
+
+def test_distinct_n():
+    assert distinct_n("a b c d", n=2) == 1.0
+    assert distinct_n("a a a a a", n=1) == pytest.approx(1 / 5)
+    assert distinct_n(["a b", "a b"], n=2) == pytest.approx(1 / 2)  # pooled across texts
+    assert math.isnan(distinct_n(["a"], n=2))
+    with pytest.raises(ValueError):
+        distinct_n("a b", n=0)
