@@ -26,14 +26,19 @@ def results_dir() -> Path:
     return Path(os.environ.get("REFTX_RESULTS_DIR", repo_root() / "results"))
 
 
+# What decides a result: a change here makes the commit "-dirty". The run's own outputs
+# (executed notebooks, results/, figures/) do not.
+CODE_PATHS = ("reftx_lib", "requirements.txt", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """Short commit hash of the working tree, with ``-dirty`` when it has uncommitted changes."""
+    """Short commit hash of the working tree, with ``-dirty`` when the code has uncommitted changes."""
     try:
         root = repo_root()
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -52,13 +57,21 @@ def provenance(preset: str, device: torch.device, config: dict, wall_time_s: flo
     }
 
 
+def _plain(value):
+    """JSON for what json cannot write itself: numpy/torch scalars as numbers, anything else as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def save_results(experiment: str, preset: str, metrics: dict, prov: dict) -> Path:
     """Write ``results/<experiment>/<preset>.json`` atomically and return its path."""
     path = results_dir() / experiment / f"{preset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump({"metrics": metrics, "provenance": prov}, f, indent=2, sort_keys=True, default=float)
+        json.dump({"metrics": metrics, "provenance": prov}, f, indent=2, sort_keys=True, default=_plain)
         f.write("\n")
     os.replace(tmp, path)
     return path
@@ -117,11 +130,13 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
                         ("LONGEST-3 R-1", "longest3.rouge1"), ("val ppl", "best_val_ppl")],
     "exp2": [("val ppl", "best_val_ppl"), ("params", "parameters.total")],
     "exp1": [("enc-dec 2nd-half ppl", "encdec.ppl_second_half"), ("dec-only 2nd-half ppl", "deconly.ppl_second_half"),
-             ("ppl ratio", "verdicts.perplexity_ratio")],
-    "exp3": [("SAMSum cross entropy", "summary.samsum.cross_entropy"),
-             ("raw-text cross entropy", "summary.rawtext.cross_entropy")],
-    "exp4": [("fitted exponent", "fit.alpha"), ("largest R-1", "largest.rouge1")],
-    "exp5": [("R-1 scratch (100%)", "rouge1.scratch.1.0"), ("R-1 transfer (100%)", "rouge1.transfer.1.0")],
+             ("ppl ratio", "verdicts.perplexity_ratio"), ("time ratio", "verdicts.time_ratio"),
+             ("memory ratio", "verdicts.memory_ratio")],
+    "exp3": [("SAMSum cross-attn entropy", "summary.samsum.cross_entropy"),
+             ("raw-text cross-attn entropy", "summary.rawtext.cross_entropy")],
+    "exp4": [("fitted exponent", "fit.alpha"), ("± (1 s.d.)", "fit.alpha_std"), ("largest R-1", "largest.rouge1")],
+    "exp5": [("val-loss gain from pretraining (100%)", "headline.val_loss_gain_full"),
+             ("R-1 scratch (100%)", "rouge1.scratch.1.0"), ("R-1 transfer (100%)", "rouge1.transfer.1.0")],
     "bench": [("min ratio (CPU)", "min_ratio")],
 }
 
