@@ -124,8 +124,8 @@ def _fmt(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-# Headline numbers per experiment for the README table: (label, dotted metric key).
-HEADLINES: dict[str, list[tuple[str, str]]] = {
+# Headline numbers per experiment for the README table: (label, dotted metric key[, format]).
+HEADLINES: dict[str, list[tuple]] = {
     "samsum_baseline": [("test ROUGE-1", "rouge.rouge1"), ("ROUGE-2", "rouge.rouge2"), ("ROUGE-L", "rouge.rougeL"),
                         ("LONGEST-3 R-1", "longest3.rouge1"), ("val ppl", "best_val_ppl")],
     "exp2": [("val ppl", "best_val_ppl"), ("params", "parameters.total")],
@@ -137,7 +137,7 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
     "exp4": [("fitted exponent", "fit.alpha"), ("± (1 s.d.)", "fit.alpha_std"), ("largest R-1", "largest.rouge1")],
     "exp5": [("val-loss gain from pretraining (100%)", "headline.val_loss_gain_full"),
              ("R-1 scratch (100%)", "rouge1.scratch.1.0"), ("R-1 transfer (100%)", "rouge1.transfer.1.0")],
-    "bench": [("min ratio (CPU)", "min_ratio")],
+    "bench": [("min ratio ours/peer", "min_ratio", "{:.3f}"), ("max ratio", "max_ratio", "{:.2f}")],
 }
 
 
@@ -150,7 +150,9 @@ def readme_table() -> str:
             if stored is None or preset == "smoke":
                 continue
             m, p = stored["metrics"], stored["provenance"]
-            numbers = "; ".join(f"{label} {_fmt(_lookup(m, key))}" for label, key in headlines)
+            numbers = "; ".join(
+                f"{h[0]} {h[2].format(value) if len(h) > 2 and value is not None else _fmt(value)}"
+                for h in headlines for value in [_lookup(m, h[1])])
             rows.append(f"| {experiment} | {preset} | {numbers} | {p['device']} | {p['commit']} | {p['date']} |")
     return "\n".join(rows)
 
