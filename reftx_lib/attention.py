@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from .batching import pad_batch
 from .models import BaseLanguageModel, ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
@@ -168,11 +169,6 @@ def _strip_pad(ids: list[int], pad: int) -> list[int]:
     return ids[:end]
 
 
-def _pad(rows: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
-    width = max(map(len, rows))
-    return torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows], dtype=torch.long)  # (B, width)
-
-
 @contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Evaluate without dropout, then give the model back in the mode it came in."""
@@ -203,14 +199,14 @@ def _forward(model: BaseLanguageModel, examples: Sequence) -> _Batch:
     with _eval_mode(model):
         if isinstance(model, ReferenceTransformer):
             src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
-            out = model(src_ids=_pad(src, pad), tgt_ids=_pad(tgt, pad), return_attention=True)
+            out = model(src_ids=pad_batch(src, pad), tgt_ids=pad_batch(tgt, pad), return_attention=True)
             dec = [[model.config.bos_token_id] + t[:-1] for t in tgt]
             s_len = torch.tensor([len(s) for s in src])
             t_len = torch.tensor([len(t) for t in tgt])
             lengths = {"encoder": (s_len, s_len), "decoder": (t_len, t_len), "cross": (t_len, s_len)}
         else:
             src, tgt, dec = None, None, [p[1] for p in pairs]
-            out = model(_pad(dec, pad), return_attention=True)
+            out = model(pad_batch(dec, pad), return_attention=True)
             t_len = torch.tensor([len(d) for d in dec])
             out = {"decoder_attentions": out["attentions"]}
             lengths = {"decoder": (t_len, t_len)}

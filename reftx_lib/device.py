@@ -7,6 +7,9 @@ import time
 
 import torch
 
+from .batching import pad_batch
+from .checkpoint import MODEL_CLASSES
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` means CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent CPU run."""
@@ -90,22 +93,9 @@ def _train_steps(model: torch.nn.Module, ids: torch.Tensor, steps: int, device: 
         optimizer.step()
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Right-pad token lists into (B, T_max); local so the subprocess need not import the tokenizer stack."""
-    out = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return out
-
-
-MODEL_CLASS_NAMES = ("ReferenceTransformer", "ReferenceDecoderOnly")
-
-
 def _build(model_class: str, config: dict) -> torch.nn.Module:
-    from . import models
-
     torch.manual_seed(0)
-    return getattr(models, model_class).from_config(config)
+    return MODEL_CLASSES[model_class].from_config(config)
 
 
 def _training_memory_worker(model_class: str, config: dict, rows: list[list[int]], steps: int, queue) -> None:
@@ -119,7 +109,7 @@ def _training_memory_worker(model_class: str, config: dict, rows: list[list[int]
         toy = {**config, "vocab_size": 64, "d_model": 8, "n_heads": 1, "d_ff": 8, "n_layers": 1}
         toy_ids = torch.tensor([[10, 11, 12, config["sep_token_id"], 13, 14, config["eos_token_id"]]] * 2)
         _train_steps(_build(model_class, toy).train(), toy_ids, 1, torch.device("cpu"))
-        ids = _pad(rows, config["pad_token_id"])  # (B, T)
+        ids = pad_batch(rows, config["pad_token_id"])  # (B, T)
         model = _build(model_class, config).train()
         gc.collect()
         base = current_rss_mb()
@@ -149,12 +139,12 @@ def training_memory_mb(model_class: str, config: dict, rows: list[list[int]], st
       the memory allocated right after the model was moved to the GPU (bf16 autocast,
       as the trainer uses).
     """
-    if model_class not in MODEL_CLASS_NAMES:
-        raise ValueError(f"unknown model class {model_class!r}; allowed values: {list(MODEL_CLASS_NAMES)}")
+    if model_class not in MODEL_CLASSES:
+        raise ValueError(f"unknown model class {model_class!r}; allowed values: {list(MODEL_CLASSES)}")
     device = resolve_device(device)
     if device.type == "cuda":
         model = _build(model_class, config).to(device).train()
-        ids = _pad(rows, config["pad_token_id"])
+        ids = pad_batch(rows, config["pad_token_id"])
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)

@@ -178,10 +178,6 @@ class BaseLanguageModel(nn.Module):
         matmul = s * n * (4 * d * d + 2 * d * f + 2 * d * d) + t * (n * (4 * d * d + 2 * d * d + 2 * d * f) + d * v)
         return (6 * matmul + 12 * n * d * (s * s + t * t + t * s)) / t
 
-    def estimate_mfu(self, flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
-        """Model FLOPs utilization: achieved training FLOP/s over the device's peak."""
-        return flops_per_token * tokens_per_s / peak_flops
-
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
         """Decode up to ``max_new_tokens`` tokens; see ``reftx_lib.generation.generate`` for options.
 

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .batching import pad_batch, padding_waste, token_budget_batches
+from .batching import pad_batch, token_budget_batches
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .device import peak_memory_mb, resolve_device
 from .evaluation import evaluate_loss
@@ -188,11 +188,11 @@ def train(
         full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch
         share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
         ids = (share if len(share) else full[:1]).to(device, non_blocking=True)
+        n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), _supervised(model, full)
         with autocast:
             out = ddp_model(ids, labels=ids)
         if world > 1:  # weight by tokens so DDP's gradient average equals the global token mean
-            n_global = _supervised(model, full)
-            loss = out["loss"] * out["n_tokens"] * (world / n_global if len(share) else 0.0)
+            loss = out["loss"] * out["n_tokens"] * (world / n_supervised if len(share) else 0.0)
         else:
             loss = out["loss"]
         optimizer.zero_grad(set_to_none=True)
@@ -214,9 +214,8 @@ def train(
             raise FloatingPointError(f"non-finite training loss ({step_loss}) at step {step + 1}{where}. "
                                      "Lower the learning rate or check the data of this batch.")
         step, batch_pos, elapsed = step + 1, batch_pos + 1, elapsed + dt
-        n_tokens = int((full != model.config.pad_token_id).sum())
         totals["tokens"] += n_tokens
-        totals["supervised"] += _supervised(model, full)
+        totals["supervised"] += n_supervised
         totals["padded"] += full.numel()
         record = {
             "step": step, "epoch": epoch, "train_loss": step_loss, "val_loss": None, "val_ppl": None, "lr": lr,
@@ -230,7 +229,6 @@ def train(
             val = evaluate_loss(model, val_rows, config.batch_tokens, device, max_batches=config.eval_batches)
             record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
             improved, best_val = val["loss"] < best_val, min(best_val, val["loss"])
-            model.train()
         history.append(record)
         if improved:
             save("best.pt")
@@ -274,12 +272,6 @@ def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:
         sep = (ids == model.config.sep_token_id).int().argmax(dim=1)
         return int(real.sum() - (sep + 1).sum())
     return int(real.sum() - ids.size(0))
-
-
-def batch_padding_waste(data, batch_tokens: int, seed: int = 0) -> float:
-    """Padding share of the token-budget batches ``train`` would build for this data."""
-    lengths = [len(r) for r in _rows(data)]
-    return padding_waste(token_budget_batches(lengths, batch_tokens, shuffle=True, seed=seed), lengths)
 
 
 def init_distributed() -> tuple[int, int]:
