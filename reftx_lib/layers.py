@@ -118,7 +118,8 @@ class MultiHeadAttention(nn.Module):
                     v = torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
         t, s_len = q.size(2), k.size(2)
-        is_causal = is_causal and t > 1  # one query at the newest position sees every key
+        if is_causal and t == 1:  # one query at the newest position sees every key (a plain bool, even
+            is_causal = False  # when torch.compile makes t symbolic: SDPA takes no symbolic is_causal)
         if is_causal and (mask is not None or t != s_len):
             # Query i sits at absolute position i + (S - T) when a cache holds S - T past keys.
             causal = torch.ones(t, s_len, dtype=torch.bool, device=q.device).tril(diagonal=s_len - t)

@@ -11,6 +11,13 @@ the same seed gives a bit-identical loss history on CPU; checkpoints are atomic
 and a resumed run continues exactly where it stopped; a non-finite loss stops
 the run with the step named, leaving the last good checkpoint in place. Under
 ``torchrun`` it trains data-parallel (DDP) with the same global batches.
+
+Keeping a GPU busy: a training step queues its kernels and returns, so the host
+can build the next batch while the device computes, unless something waits for
+a device value. Here nothing does between log points: batches are padded,
+checked and (encoder-decoder) split at SEP on the host (``training_inputs``),
+copied from pinned memory without blocking, and the losses stay on the device
+until every ``log_every`` steps, when one copy brings the whole window back.
 """
 from __future__ import annotations
 
@@ -57,12 +64,14 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
+    log_every: int | None = None  # steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA
+    compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_tokens", "eval_every"):
-            if getattr(self, name) <= 0:
+        for name in ("max_steps", "batch_tokens", "eval_every", "log_every"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
             raise ValueError(f"TrainConfig.warmup_steps must be in [0, max_steps={self.max_steps}], "
@@ -178,6 +187,36 @@ def train(
     bar = tqdm(total=end, initial=step, desc=type(model).__name__, disable=not config.progress or rank != 0,
                dynamic_ncols=True)
     best_val = min((r["val_loss"] for r in history if r["val_loss"] is not None), default=float("inf"))
+    log_every = config.log_every or (50 if device.type == "cuda" else 1)
+    forward_loss = _forward_loss(ddp_model, config.compile)
+    window: list[tuple[dict, torch.Tensor, float]] = []  # (record, loss on device, host seconds) since last sync
+    window_start = 0.0  # when the window's first step began
+
+    def flush() -> None:
+        """Bring the window's losses to the host in one copy; fail on the first non-finite one."""
+        nonlocal elapsed
+        if not window:
+            return
+        losses = torch.stack([loss for _, loss, _ in window])  # (n,) on the device
+        if world > 1:
+            dist.all_reduce(losses)
+        values = losses.tolist()  # the one host sync per window
+        now = time.perf_counter()
+        host = sum(dt for _, _, dt in window)
+        scale = (now - window_start) / host if host > 0 else 1.0  # queued work finishes during the sync
+        for (record, _, dt), value in zip(window, values):
+            if not math.isfinite(value):
+                bar.close()
+                where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
+                raise FloatingPointError(f"non-finite training loss ({value}) at step {record['step']}{where}. "
+                                         "Lower the learning rate or check the data of this batch.")
+            elapsed += dt * scale
+            record.update(train_loss=value, wall_time=elapsed, tokens_per_s=record["tokens_per_s"] / scale)
+            history.append(record)
+        bar.update(len(window))
+        bar.set_postfix(loss=f"{values[-1]:.3f}", val=f"{best_val:.3f}" if best_val < float("inf") else "-")
+        window.clear()
+
     model.train()
     while step < end and (config.max_time_s is None or elapsed < config.max_time_s):
         if batch_pos >= len(batches):
@@ -185,57 +224,51 @@ def train(
             batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
         index = batches[batch_pos]
         t0 = time.perf_counter()
-        full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch
+        window_start = window_start if window else t0  # evaluation and saving between windows are not counted
+        full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch, on the host
         share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
-        ids = (share if len(share) else full[:1]).to(device, non_blocking=True)
+        inputs = model.training_inputs(share if len(share) else full[:1])
+        if device.type == "cuda":
+            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), _supervised(model, full)
         with autocast:
-            out = ddp_model(ids, labels=ids)
+            loss, n_local = forward_loss(inputs)
         if world > 1:  # weight by tokens so DDP's gradient average equals the global token mean
-            loss = out["loss"] * out["n_tokens"] * (world / n_supervised if len(share) else 0.0)
-        else:
-            loss = out["loss"]
+            loss = loss * n_local * (world / n_supervised if len(share) else 0.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
-        step_loss = loss.detach() / world if world > 1 else loss.detach()
-        if world > 1:
-            dist.all_reduce(step_loss)
-        step_loss = step_loss.item()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        if not math.isfinite(step_loss):
-            bar.close()
-            where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
-            raise FloatingPointError(f"non-finite training loss ({step_loss}) at step {step + 1}{where}. "
-                                     "Lower the learning rate or check the data of this batch.")
-        step, batch_pos, elapsed = step + 1, batch_pos + 1, elapsed + dt
+        step, batch_pos = step + 1, batch_pos + 1
         totals["tokens"] += n_tokens
         totals["supervised"] += n_supervised
         totals["padded"] += full.numel()
+        dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
         record = {
-            "step": step, "epoch": epoch, "train_loss": step_loss, "val_loss": None, "val_ppl": None, "lr": lr,
+            "step": step, "epoch": epoch, "train_loss": None, "val_loss": None, "val_ppl": None, "lr": lr,
             "tokens": totals["tokens"], "supervised_tokens": totals["supervised"],
-            "padding_waste": 1 - totals["tokens"] / totals["padded"], "wall_time": elapsed,
+            "padding_waste": 1 - totals["tokens"] / totals["padded"], "wall_time": None,
             "tokens_per_s": n_tokens / dt, "peak_mem_mb": peak_memory_mb(device),
         }
-        last = step == end or (config.max_time_s is not None and elapsed >= config.max_time_s)
-        improved = False
-        if step % config.eval_every == 0 or last:
+        window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
+        last = step == end
+        evaluate, checkpoint = step % config.eval_every == 0 or last, step % ckpt_every == 0 or last
+        if len(window) >= log_every or evaluate or checkpoint:
+            flush()
+            last = last or (config.max_time_s is not None and elapsed >= config.max_time_s)
+            evaluate, checkpoint = evaluate or last, checkpoint or last
+        if evaluate:
             val = evaluate_loss(model, val_rows, config.batch_tokens, device, max_batches=config.eval_batches)
             record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
-            improved, best_val = val["loss"] < best_val, min(best_val, val["loss"])
-        history.append(record)
-        if improved:
-            save("best.pt")
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", val=f"{best_val:.3f}" if best_val < float("inf") else "-")
-        if step % ckpt_every == 0 or last:
+            if val["loss"] < best_val:
+                best_val = val["loss"]
+                save("best.pt")
+        if checkpoint:
             save("last.pt")
+    flush()
     bar.close()
     model.eval()
     return history
@@ -263,6 +296,19 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
             return train(model, train_data, val_data, config, resume=last)
         logger.warning("checkpoint %s was made with another config: training from scratch", last)
     return train(model, train_data, val_data, config)
+
+
+def _forward_loss(model: torch.nn.Module, compile: bool):
+    """``inputs -> (loss, n_tokens)``; compiled if asked.
+
+    Only the loss leaves the compiled graph: returning the logits too would make
+    the compiled backward build a zero gradient as large as them (B, T, V).
+    """
+    def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(**inputs, check_ids=False)
+        return out["loss"], out["n_tokens"]
+
+    return torch.compile(forward_loss, dynamic=True) if compile else forward_loss
 
 
 def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:

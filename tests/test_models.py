@@ -77,6 +77,31 @@ def test_decoder_only_loss_is_shifted_and_ignores_padding():
     torch.testing.assert_close(m(ids, labels=ids)["loss"], manual)
 
 
+@pytest.mark.parametrize("pad", [0, 5])
+def test_loss_ignores_pad_and_negative_labels_for_any_pad_id(pad):
+    """pad 0 takes the clamp path, any other pad the masked_fill path: both match a manual mean."""
+    m = make(ReferenceDecoderOnly, pad_token_id=pad)
+    logits = torch.randn(2, 4, V)
+    labels = torch.tensor([[7, pad, -100, 9], [pad, 11, 12, -100]])
+    keep = (labels != pad) & (labels >= 0)
+    out = m._loss(logits, labels)
+    torch.testing.assert_close(out["loss"], nn.functional.cross_entropy(logits[keep], labels[keep]))
+    assert int(out["n_tokens"]) == 4
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_training_inputs_give_the_packed_loss(cls):
+    """What the trainer runs (host-side split, forward without checks) equals forward on the packed rows."""
+    m = make(cls)
+    ids = packed([[5, 6, 7, 8], [9, 10]], [[11, 12, 2], [13, 14, 15, 16, 2]])
+    inputs = m.training_inputs(ids)
+    a, b = m(ids, labels=ids), m(**inputs, check_ids=False)
+    torch.testing.assert_close(a["loss"], b["loss"])
+    assert int(a["n_tokens"]) == int(b["n_tokens"])
+    with pytest.raises(ValueError, match="vocab_size"):
+        m.training_inputs(packed([[5, V + 3]], [[6, 2]]))
+
+
 # ---------------------------------------------------------------- masking
 @pytest.mark.parametrize("t", [3, 7])
 def test_decoder_only_is_causal(t):

@@ -104,6 +104,86 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
 
 
+@pytest.mark.parametrize("cls,packed", [(ReferenceTransformer, True), (ReferenceDecoderOnly, False)])
+def test_losses_copied_in_windows_equal_per_step_copies(tmp_path, cls, packed):
+    """log_every only changes when losses reach the host (once per window on a GPU), never the run."""
+    rows = synthetic_rows(60, packed)
+    a, b = make(cls), make(cls)
+    ha = train(a, rows[:50], rows[50:], cfg(log_every=1))
+    hb = train(b, rows[:50], rows[50:], cfg(log_every=5, checkpoint_dir=str(tmp_path)))
+    cols = ("step", "train_loss", "val_loss", "lr", "tokens", "supervised_tokens", "padding_waste")
+    assert [[r[c] for c in cols] for r in ha] == [[r[c] for c in cols] for r in hb]
+    assert all(r["wall_time"] > 0 and r["tokens_per_s"] > 0 for r in hb)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert load_checkpoint(tmp_path / "last.pt")["history"] == list(hb)
+
+
+def test_non_finite_loss_inside_a_log_window_names_its_step(tmp_path, monkeypatch):
+    """Steps 5-7 form one window (log_every 3, checkpoint at 4): the error still names step 6."""
+    rows = synthetic_rows(40, False)
+    model = make(ReferenceDecoderOnly)
+    forward = model.forward
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        out = forward(*a, **kw)
+        calls["n"] += model.training
+        if model.training and calls["n"] > 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(model, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match="at step 6;"):
+        train(model, rows[:30], rows[30:], cfg(eval_every=4, eval_batches=1, log_every=3,
+                                               checkpoint_dir=str(tmp_path)))
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_compiled_training_matches_eager_without_graph_breaks(monkeypatch):
+    """TrainConfig.compile traces the whole forward + loss as one graph over varying batch shapes.
+
+    The aot_eager backend captures forward and backward like inductor does but runs
+    eager kernels, so the test takes seconds instead of minutes of C++ compilation;
+    the benchmark's compile rows exercise inductor itself.
+    """
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="aot_eager", **kw))
+    torch._dynamo.reset()
+    counters.clear()
+    rows = synthetic_rows(60, True)
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)  # no dropout: compiled code would draw its random numbers differently
+        model = ReferenceTransformer(**{**TINY, "dropout": 0.0})
+        runs.append(train(model, rows[:50], rows[50:], cfg(max_steps=6, compile=compiled)))
+    assert [r["train_loss"] for r in runs[1]] == pytest.approx([r["train_loss"] for r in runs[0]], rel=1e-4)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs only exist with an accelerator")
+def test_no_host_sync_between_log_points():
+    """On CUDA the number of device-to-host syncs does not grow with the steps inside one log window."""
+    import warnings
+
+    rows = synthetic_rows(200, True)
+
+    def syncs(steps: int) -> int:
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train(make(ReferenceTransformer), rows[:180], rows[180:],
+                      cfg(max_steps=steps, eval_every=steps, eval_batches=1, log_every=steps, device="cuda"))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(20) == syncs(10)
+
+
 def test_lr_schedule_warmup_then_cosine():
     values = [lr_lambda(s, 10, 100, 0.1) for s in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
