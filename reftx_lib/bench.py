@@ -15,7 +15,10 @@ and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
 
 Training steps are timed one at a time, alternating ours and the peer
 (ABAB...), so CPU frequency changes and background load hit both equally;
-``ms_per_step`` is the median. ``--modes compile`` compiles each side's
+``ms_per_step`` is the median. Each alternating pair gives one speed ratio
+(peer time / our time); ``ratio`` is their median and ``ratio_q1`` /
+``ratio_q3`` their quartiles, so a reader can tell parity from a real gap on a
+noisy machine. ``--modes compile`` compiles each side's
 forward + loss with ``torch.compile`` (the optimizer step stays eager); a failed
 compile becomes the row's ``error`` instead of stopping the run. Generation
 (``--generation``, eager) times greedy KV-cached decoding of exactly
@@ -29,9 +32,22 @@ no such counter, and process RSS mostly shows what glibc keeps cached, so one
 extra, untimed step runs under the profiler, which sees every allocation.
 ``peak_mem_kind`` names the source.
 
-Run: ``python -m reftx_lib.bench --configs tiny small --json``.
-Defaults are CPU-sized on CPU (configs tiny and small, batch 8, seq_len 128)
-and GPU-sized on CUDA (all four seed configs, batch 16, seq_len 512).
+``--real-data`` asks whether the training loop keeps the device as busy on the
+course's data as on fixed shapes. It runs ``reftx_lib.trainer.train`` for the
+same model and tokens per step on (a) the real corpus (SAMSum for the
+encoder-decoder, textbook documents for the decoder-only, length caps from the
+course preset ``cpu`` or ``gpu``) and (b) synthetic rows that all have
+``seq_len`` tokens, and compares both with the bare fixed-shape step above:
+``ratio`` = real-data tokens/s over fixed-shape tokens/s (the target on a GPU is
+0.8 or more), split into ``loop_ratio`` (trainer on fixed shapes / bare step:
+the loop's own overhead) and ``data_ratio`` (real / synthetic rows through the
+trainer: variable shapes and padding). Tokens are real (non-pad) input tokens;
+``padding_waste`` is the share of padded positions.
+
+Run: ``python -m reftx_lib bench --configs tiny small --json``.
+Defaults cover the four seed configs (tiny, small, medium, large); shapes are
+CPU-sized on CPU (batch 8, seq_len 128) and the issue's reference on CUDA
+(batch 128 x seq_len 512 = 65,536 tokens per step).
 """
 from __future__ import annotations
 
@@ -50,13 +66,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID
+from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
 from .models import ReferenceDecoderOnly, ReferenceTransformer
 
 VOCAB_SIZE = 8192
 H100_BF16_PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16, no sparsity
-CPU_CONFIGS = ("tiny", "small")
-CUDA_CONFIGS = ("tiny", "small", "medium", "large")
+SEED_CONFIGS = ("tiny", "small", "medium", "large")
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
 
 
@@ -234,13 +249,24 @@ def time_training(sides: list[Side], mode: str, device: torch.device, warmup: in
                 peaks[j] = max(peaks[j], torch.cuda.max_memory_allocated(device) - live_before)
     if device.type == "cpu":
         peaks = [_cpu_step_peak_bytes(fn) for fn in fns]
-    return [{"step_s": statistics.median(t), "first_step_s": f, "peak_mem_bytes": p}
+    return [{"step_s": statistics.median(t), "times": t, "first_step_s": f, "peak_mem_bytes": p}
             for t, f, p in zip(times, first_step_s, peaks)]
 
 
+def paired_ratio(ours_s: list[float], peer_s: list[float]) -> dict[str, float]:
+    """Median and quartiles of peer/ours time over alternating pairs: ours/peer speed, robust to drift.
+
+    Pairing cancels what hits both sides of one pair (a busy neighbour, a clock
+    change), so the spread shows the noise left in the comparison itself.
+    """
+    ratios = sorted(p / o for o, p in zip(ours_s, peer_s))
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return {"ratio": round(median, 3), "ratio_q1": round(q1, 3), "ratio_q3": round(q3, 3)}
+
+
 def time_generation(sides: list[Side], inputs: torch.Tensor, device: torch.device, repeats: int,
-                    new_tokens: int) -> list[float]:
-    """Median seconds per ``generate`` call for each side, alternating sides call by call."""
+                    new_tokens: int) -> list[list[float]]:
+    """Seconds per ``generate`` call for each side (``repeats`` each), alternating sides call by call."""
     times: list[list[float]] = [[] for _ in sides]
     for i in range(repeats + 1):  # the first round is warmup
         for j, side in enumerate(sides):
@@ -253,7 +279,7 @@ def time_generation(sides: list[Side], inputs: torch.Tensor, device: torch.devic
                                    f"{(inputs.size(0), new_tokens)}: the sides must decode the same tokens")
             if i:
                 times[j].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 # ------------------------------------------------------------------- rows
@@ -321,7 +347,7 @@ def train_row(arch: str, preset: str, mode: str, args: argparse.Namespace, devic
         row[f"{prefix}mfu"] = (round(step_flops / r["step_s"] / H100_BF16_PEAK_FLOPS, 4)
                                if device.type == "cuda" else None)
     row["peak_mem_kind"] = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_profiler"
-    row["ratio"] = round(row["tokens_per_s"] / row["peer_tokens_per_s"], 3)
+    row.update(paired_ratio(mine["times"], theirs["times"]))
     return row
 
 
@@ -349,15 +375,101 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
             row["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
             rows.append(_fill_missing(row))
             continue
-        for prefix, s in (("", mine), ("peer_", theirs)):
+        for prefix, times in (("", mine), ("peer_", theirs)):
+            s = statistics.median(times)
             row[f"{prefix}tokens_per_s"] = round(b * args.new_tokens / s, 1)
             row[f"{prefix}ms_per_step"] = round(1e3 * s / args.new_tokens, 3)  # per decoding step
             row[f"{prefix}peak_mem_mib"] = None
             row[f"{prefix}mfu"] = None
         row["peak_mem_kind"] = None
-        row["ratio"] = round(row["tokens_per_s"] / row["peer_tokens_per_s"], 3)
+        row.update(paired_ratio(mine, theirs))
         rows.append(row)
     return rows
+
+
+def _course_rows(arch: str, device: torch.device) -> tuple[str, list[list[int]]]:
+    """The course's training rows for ``arch``, capped as the matching course preset caps them."""
+    from .experiments import rawtext_data, samsum_data
+    from .presets import get_preset
+    from .tokenizer import load_tokenizer
+
+    preset = get_preset("gpu" if device.type == "cuda" else "cpu")
+    tokenizer = load_tokenizer(VOCAB_SIZE)
+    if arch == "encoder-decoder":
+        data, _ = samsum_data(preset["samsum"], tokenizer)
+        return "samsum", list(data["train"]["input_ids"])
+    data, _ = rawtext_data(preset["rawtext"], tokenizer, "documents")
+    return "textbooks-documents", list(data["train"]["input_ids"])
+
+
+def _synthetic_rows(arch: str, n: int, seq_len: int) -> list[list[int]]:
+    """``n`` rows of exactly ``seq_len`` random ordinary tokens; enc-dec rows get SEP in the middle."""
+    ids = random_batch(n, seq_len, torch.device("cpu"), seed=2)["ids"].tolist()
+    if arch == "encoder-decoder":
+        for row in ids:
+            row[seq_len // 2 - 1] = SEP_ID  # source seq_len/2 - 1 tokens, target seq_len/2
+    return ids
+
+
+def _trainer_throughput(arch: str, preset: str, rows: list[list[int]], mode: str, args: argparse.Namespace,
+                        device: torch.device) -> dict[str, float]:
+    """Real input tokens/s of ``train`` over the steps after warmup, and the padding share there."""
+    from .trainer import TrainConfig, train
+
+    cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
+    torch.manual_seed(0)
+    model = cls.from_preset(preset, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=max(map(len, rows)))
+    warmup = args.warmup
+    measured = -(-args.steps // warmup) * warmup  # whole log windows: the warmup ends at a host sync
+    config = TrainConfig(
+        max_steps=warmup + measured, warmup_steps=warmup, lr=1e-4, batch_tokens=args.batch_size * args.seq_len,
+        eval_every=warmup + measured, eval_batches=1, device=device.type, progress=False, log_every=warmup,
+        compile=mode == "compile",
+    )
+    history = train(model, rows, rows[:8], config)
+    start, end = history[warmup - 1], history[-1]
+    seconds = end["wall_time"] - start["wall_time"]
+    padded = [r["tokens"] / (1 - r["padding_waste"]) for r in (start, end)]
+    tokens = end["tokens"] - start["tokens"]
+    return {"tokens_per_s": tokens / seconds, "supervised_tokens_per_s":
+            (end["supervised_tokens"] - start["supervised_tokens"]) / seconds,
+            "padding_waste": 1 - tokens / (padded[1] - padded[0]), "steps": measured}
+
+
+def real_data_row(arch: str, preset: str, mode: str, args: argparse.Namespace, device: torch.device,
+                  fixed: dict | None) -> dict:
+    """The trainer on real data against fixed shapes; ``fixed`` is this run's bare-step row, if any."""
+    row = {"kind": "real-data", "arch": arch, "config": preset, "mode": mode, "batch": args.batch_size,
+           "seq_len": args.seq_len, "batch_tokens": args.batch_size * args.seq_len,
+           "dtype": "bf16-autocast" if device.type == "cuda" else "fp32", "warmup": args.warmup,
+           "model": "ReferenceDecoderOnly" if arch == "decoder-only" else "ReferenceTransformer",
+           "peer": None, "params": None, "peer_params": None, "error": None, **_common(device)}
+    try:
+        if mode == "compile":
+            torch._dynamo.reset()
+        data_name, rows = _course_rows(arch, device)
+        longest = max(map(len, rows))
+        if longest > args.batch_size * args.seq_len:
+            raise ValueError(f"{data_name} has rows of {longest} tokens, more than one step's "
+                             f"--batch-size x --seq-len = {args.batch_size * args.seq_len}; raise either")
+        real = _trainer_throughput(arch, preset, rows, mode, args, device)
+        synthetic = _trainer_throughput(arch, preset, _synthetic_rows(arch, 4 * args.batch_size, args.seq_len),
+                                        mode, args, device)
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
+        return _fill_missing(row)
+    row.update(data=data_name, steps=real["steps"], tokens_per_s=round(real["tokens_per_s"], 1),
+               real_tokens_per_s=round(real["tokens_per_s"], 1),
+               real_supervised_tokens_per_s=round(real["supervised_tokens_per_s"], 1),
+               synthetic_tokens_per_s=round(synthetic["tokens_per_s"], 1),
+               padding_waste=round(real["padding_waste"], 4),
+               synthetic_padding_waste=round(synthetic["padding_waste"], 4),
+               data_ratio=round(real["tokens_per_s"] / synthetic["tokens_per_s"], 3))
+    bare = fixed["tokens_per_s"] if fixed and fixed.get("tokens_per_s") else None
+    row.update(fixed_tokens_per_s=bare,
+               loop_ratio=round(synthetic["tokens_per_s"] / bare, 3) if bare else None,
+               ratio=round(real["tokens_per_s"] / bare, 3) if bare else None)
+    return _fill_missing(row)
 
 
 def _fill_missing(row: dict) -> dict:
@@ -365,7 +477,8 @@ def _fill_missing(row: dict) -> dict:
     for prefix in ("", "peer_"):
         for key in ("tokens_per_s", "ms_per_step", "peak_mem_mib", "mfu"):
             row.setdefault(prefix + key, None)
-    row.setdefault("ratio", None)
+    for key in ("ratio", "ratio_q1", "ratio_q3"):
+        row.setdefault(key, None)
     return row
 
 
@@ -379,24 +492,43 @@ _TABLE = [  # (header, key, format)
     ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
     ("B", "batch", "{}"), ("T", "seq_len", "{}"),
     ("ours tok/s", "tokens_per_s", "{:,.0f}"), ("peer tok/s", "peer_tokens_per_s", "{:,.0f}"),
-    ("ratio", "ratio", "{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
+    ("ratio", "ratio", "{:.2f}"), ("q1", "ratio_q1", "{:.2f}"), ("q3", "ratio_q3", "{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
     ("ours MiB", "peak_mem_mib", "{:.0f}"), ("peer MiB", "peer_peak_mem_mib", "{:.0f}"),
     ("mfu", "mfu", "{:.1%}"),
 ]
 
 
-def format_table(rows: list[dict]) -> str:
-    """Rows as an aligned text table; errors are listed under it."""
-    cells = [[h for h, _, _ in _TABLE]]
+_REAL_TABLE = [
+    ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
+    ("data", "data", "{}"), ("tokens/step", "batch_tokens", "{:,}"), ("fixed tok/s", "fixed_tokens_per_s", "{:,.0f}"),
+    ("loop synth tok/s", "synthetic_tokens_per_s", "{:,.0f}"), ("loop real tok/s", "real_tokens_per_s", "{:,.0f}"),
+    ("padding", "padding_waste", "{:.1%}"), ("loop/fixed", "loop_ratio", "{:.2f}"),
+    ("real/synth", "data_ratio", "{:.2f}"), ("real/fixed", "ratio", "{:.2f}"),
+]
+
+
+def _aligned(spec: list[tuple[str, str, str]], rows: list[dict]) -> list[str]:
+    cells = [[h for h, _, _ in spec]]
     for row in rows:
-        cells.append(["-" if row.get(k) is None else f.format(row[k]) for _, k, f in _TABLE])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(_TABLE))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    lines += [f"error in {r['arch']} {r['config']} {r['mode']}: {r['error']}" for r in rows if r.get("error")]
+        cells.append(["-" if row.get(k) is None else f.format(row[k]) for _, k, f in spec])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(spec))]
+    return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows as aligned text tables (peer comparison, then real data); errors are listed under them."""
+    peer_rows = [r for r in rows if r["kind"] != "real-data"]
+    real_rows = [r for r in rows if r["kind"] == "real-data"]
+    lines = _aligned(_TABLE, peer_rows) if peer_rows else []
+    if real_rows:
+        lines += ([""] if lines else []) + _aligned(_REAL_TABLE, real_rows)
+    lines += [f"error in {r['kind']} {r['arch']} {r['config']} {r['mode']}: {r['error']}"
+              for r in rows if r.get("error")]
     if rows:
         r = rows[0]
         lines.append(f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}, "
-                     f"transformers {r['transformers']}; ratio = ours / peer tokens per second; "
+                     f"transformers {r['transformers']}; ratio = ours / peer tokens per second "
+                     "(median over alternating pairs; q1, q3 its quartiles); "
                      "ms is per training step, or per decoding step for generate rows")
     return "\n".join(lines)
 
@@ -415,12 +547,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reftx_lib bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--configs", nargs="+", choices=sorted(MODEL_PRESETS),
-                   help=f"model sizes (default: {' '.join(CPU_CONFIGS)} on CPU, {' '.join(CUDA_CONFIGS)} on CUDA)")
+                   help=f"model sizes (default: the seed's {' '.join(SEED_CONFIGS)})")
     p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     p.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
     p.add_argument("--steps", type=int, default=10, help="timed training steps per side (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (compilation happens here)")
-    p.add_argument("--batch-size", type=int, help="training batch (default: 8 on CPU, 16 on CUDA)")
+    p.add_argument("--batch-size", type=int, help="training batch (default: 8 on CPU, 128 on CUDA)")
     p.add_argument("--seq-len", type=int, help="tokens per row; enc-dec splits it into source and target halves "
                                                  "(default: 128 on CPU, 512 on CUDA)")
     p.add_argument("--generation", action="store_true", help="also benchmark greedy KV-cached generation")
@@ -428,6 +560,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=32, help="prompt (decoder-only) or source (enc-dec) length")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens each side decodes (no early EOS)")
     p.add_argument("--gen-repeats", type=int, default=3, help="timed generate calls per side (median reported)")
+    p.add_argument("--real-data", action="store_true",
+                   help="also run the trainer on the course's data and on fixed-shape rows (needs the data)")
     p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
     p.add_argument("--save", metavar="PRESET",
                    help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)")
@@ -436,8 +570,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.device = resolve_device(args.device)
     gpu = args.device.type == "cuda"
-    args.configs = args.configs or list(CUDA_CONFIGS if gpu else CPU_CONFIGS)
-    args.batch_size = args.batch_size or (16 if gpu else 8)
+    args.configs = args.configs or list(SEED_CONFIGS)
+    args.batch_size = args.batch_size or (128 if gpu else 8)
     args.seq_len = args.seq_len or (512 if gpu else 128)
     for name in ("steps", "warmup", "batch_size", "prompt_len", "new_tokens", "gen_repeats", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -448,16 +582,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Iterator[dict]:
-    """Yield the rows one by one: per size and architecture, each training mode, then generation."""
+    """Yield the rows one by one: per size and architecture, each training mode, then generation,
+    then (``--real-data``) the trainer on real data per mode."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside autocast, for both sides
     for preset, arch in itertools.product(args.configs, args.archs):
+        fixed = {}
         for mode in args.modes:
-            yield train_row(arch, preset, mode, args, args.device)
+            fixed[mode] = train_row(arch, preset, mode, args, args.device)
+            yield fixed[mode]
         if args.generation:
             yield from generation_rows(arch, preset, args, args.device)
+        if args.real_data:
+            for mode in args.modes:
+                yield real_data_row(arch, preset, mode, args, args.device, fixed[mode])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,8 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         from .results import provenance, save_results
 
-        ratios = [r["ratio"] for r in rows if r.get("ratio") is not None]
-        metrics = {"rows": rows, "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None)}
+        ratios = [r["ratio"] for r in rows if r.get("ratio") is not None and r["kind"] != "real-data"]
+        real = [r["ratio"] for r in rows if r.get("ratio") is not None and r["kind"] == "real-data"]
+        metrics = {"rows": rows, "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None),
+                   "min_real_data_ratio": min(real, default=None)}
         prov = provenance(args.save, torch.device(rows[0]["device"] if rows else "cpu"), vars(args),
                           time.perf_counter() - started)
         print(f"saved {save_results('bench', args.save, metrics, prov)}", file=sys.stderr)

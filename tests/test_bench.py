@@ -86,3 +86,25 @@ def test_table_output_is_readable(capsys):
     out = capsys.readouterr().out
     header, row = out.splitlines()[:2]
     assert "ratio" in header and "decoder-only" in row and "smoke" in row
+
+
+def test_paired_ratio_is_the_median_of_per_pair_speedups():
+    r = bench.paired_ratio([1.0, 2.0, 1.0, 1.0, 4.0], [2.0, 2.0, 1.5, 1.0, 2.0])  # peer/ours: 2, 1, 1.5, 1, 0.5
+    assert (r["ratio_q1"], r["ratio"], r["ratio_q3"]) == (1.0, 1.0, 1.5)
+
+
+def test_real_data_rows_compare_the_trainer_with_fixed_shapes(capsys):
+    """The trainer on SAMSum vs on fixed-shape rows vs the bare step; ratios are consistent with the speeds."""
+    code, rows = run(capsys, "--modes", "eager", "--archs", "encoder-decoder", "--real-data", "--steps", "2",
+                     "--seq-len", "16")
+    assert code == 1 and "raise either" in rows[1]["error"]  # one step holds 32 tokens, dialogues are longer
+    code, rows = run(capsys, "--modes", "eager", "--archs", "encoder-decoder", "--real-data", "--steps", "2",
+                     "--seq-len", "256")
+    assert code == 0
+    fixed, real = rows
+    assert real["kind"] == "real-data" and real["data"] == "samsum" and real["error"] is None
+    assert real["batch_tokens"] == 2 * 256 and real["fixed_tokens_per_s"] == fixed["tokens_per_s"]
+    assert 0 < real["padding_waste"] < 1 and real["synthetic_padding_waste"] == 0
+    assert real["ratio"] == pytest.approx(real["real_tokens_per_s"] / fixed["tokens_per_s"], rel=1e-2)
+    assert real["data_ratio"] == pytest.approx(real["real_tokens_per_s"] / real["synthetic_tokens_per_s"], rel=1e-2)
+    assert real["real_supervised_tokens_per_s"] < real["real_tokens_per_s"]
