@@ -12,7 +12,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KVCache = dict[str, torch.Tensor]
+KVCache = dict[str, torch.Tensor | int]  # "k", "v" (B, H, room, Dh) buffers; "length": positions filled
+
+
+def append_to_cache(cache: KVCache, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write new keys and values (B, H, T, Dh) after the cached ones; return all of them (B, H, S, Dh).
+
+    The buffers double when full, like a Python list: decoding N tokens copies O(N)
+    cached keys in all, where concatenating at every step would copy O(N^2).
+    """
+    n, t = cache.get("length", 0), k.size(2)
+    if "k" not in cache or n + t > cache["k"].size(2):
+        room = max(2 * (n + t), 16)
+        for name, new in (("k", k), ("v", v)):
+            buffer = new.new_empty(new.size(0), new.size(1), room, new.size(3))  # (B, H, room, Dh)
+            if n:
+                buffer[:, :, :n] = cache[name][:, :, :n]
+            cache[name] = buffer
+    cache["k"][:, :, n : n + t] = k
+    cache["v"][:, :, n : n + t] = v
+    cache["length"] = n + t
+    return cache["k"][:, :, : n + t], cache["v"][:, :, : n + t]
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -95,7 +115,7 @@ class MultiHeadAttention(nn.Module):
 
         ``mask`` is bool and broadcastable to (B, H, T, S), True = may attend.
         ``cache`` makes incremental decoding cheap: for self-attention the new
-        keys/values are appended to it; for cross-attention they are computed
+        keys/values are appended to it (``append_to_cache``); for cross-attention they are computed
         from ``memory`` once and reused at every later step.
         Returns the output (B, T, D) and, if ``need_weights``, the probabilities (B, H, T, S).
         """
@@ -113,10 +133,7 @@ class MultiHeadAttention(nn.Module):
         else:
             q, k, v = self._split_heads(self.in_proj(x))  # (B, H, T, Dh) each
             if cache is not None:
-                if "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)  # (B, H, S_past + T, Dh)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+                k, v = append_to_cache(cache, k, v)  # (B, H, S_past + T, Dh)
         t, s_len = q.size(2), k.size(2)
         if is_causal and t == 1:  # one query at the newest position sees every key (a plain bool, even
             is_causal = False  # when torch.compile makes t symbolic: SDPA takes no symbolic is_causal)

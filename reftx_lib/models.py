@@ -285,8 +285,7 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         state["seq"] = state["seq"][index]
         for cache in state["caches"] or []:
             for kv in cache.values():
-                for key in kv:
-                    kv[key] = kv[key][index]
+                kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
 
 class ReferenceTransformer(BaseLanguageModel):
@@ -450,6 +449,5 @@ class ReferenceTransformer(BaseLanguageModel):
             state[key] = state[key][index]
         for cache in state["caches"] or []:
             for kv in cache.values():
-                for key in kv:
-                    kv[key] = kv[key][index]
+                kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
