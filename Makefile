@@ -17,5 +17,5 @@ test:  ## unit tests, then every notebook executed at the smoke preset under nbv
 course:  ## the whole course at PRESET (default cpu), notebooks executed into runs/<preset>/
 	$(PY) -m reftx_lib run --preset $(or $(PRESET),cpu)
 
-bench:  ## speed against the Hugging Face peers on this machine
-	$(PY) -m reftx_lib bench
+bench:  ## speed against the Hugging Face peers on this machine (all four seed sizes: ~16 min on 2 CPU cores)
+	$(PY) -m reftx_lib bench --generation

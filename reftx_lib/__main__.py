@@ -63,7 +63,7 @@ def cmd_train(args) -> int:
     tok, cfg, data, _ = _setup(args)
     model = build_model(args.model, args.size or cfg["model"], len(tok), dropout=cfg.get("dropout", 0.1))
     config = train_config(cfg, name=f"cli-{args.data}-{args.model}", preset=args.preset, data=args.data,
-                          tokenizer=tok, device=args.device)
+                          tokenizer=tok, device=args.device, compile=args.compile)
     if args.out:
         config.checkpoint_dir = args.out
     history = train(model, data["train"], data["validation"], config, resume=args.resume) if args.resume \
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="model size (default: the preset's)")
     p.add_argument("--out", help="checkpoint folder (default: checkpoints/<preset>/cli-<data>-<model>)")
     p.add_argument("--resume", help="checkpoint file to resume from")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss (GPU speed)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="perplexity (and ROUGE on SAMSum) of a checkpoint on the test split")

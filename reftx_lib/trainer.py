@@ -284,7 +284,7 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
     if last is not None and last.is_file():
         ckpt = load_checkpoint(last)
-        ignore = {"progress", "device"}
+        ignore = {"progress", "device", "log_every", "compile"}  # how a run executes, not what it computes
         stored = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
         wanted = {k: v for k, v in asdict(config).items() if k not in ignore}
         if ckpt["model_config"] == model.config.to_dict() and stored == wanted:
