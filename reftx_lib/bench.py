@@ -533,9 +533,13 @@ def format_table(rows: list[dict]) -> str:
     if rows:
         r = rows[0]
         lines.append(f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}, "
-                     f"transformers {r['transformers']}; ratio = ours / peer tokens per second "
-                     "(median over alternating pairs; q1, q3 its quartiles); "
+                     f"transformers {r['transformers']}")
+    if peer_rows:
+        lines.append("ratio = ours / peer tokens per second (median over alternating pairs; q1, q3 its quartiles); "
                      "ms is per training step, or per decoding step for generate rows")
+    if real_rows:
+        lines.append("real-data: real (non-pad) input tokens per second; fixed = the bare fixed-shape step, "
+                     "loop = reftx_lib.trainer.train on fixed-shape (synth) or course (real) rows")
     return "\n".join(lines)
 
 
