@@ -303,12 +303,15 @@ def _forward_loss(model: torch.nn.Module, compile: bool):
 
     Only the loss leaves the compiled graph: returning the logits too would make
     the compiled backward build a zero gradient as large as them (B, T, V).
+    torch.compile's default shape handling suits both kinds of data: fixed-length
+    blocks keep one static graph, and the first change of batch shape recompiles
+    once into a graph for any shape.
     """
     def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**inputs, check_ids=False)
         return out["loss"], out["n_tokens"]
 
-    return torch.compile(forward_loss, dynamic=True) if compile else forward_loss
+    return torch.compile(forward_loss) if compile else forward_loss
 
 
 def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:
