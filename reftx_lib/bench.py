@@ -55,9 +55,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import itertools
 import json
-import platform
 import statistics
 import sys
 import time
@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
+from .device import cpu_model, resolve_device
 from .models import ReferenceDecoderOnly, ReferenceTransformer
 
 VOCAB_SIZE = 8192
@@ -294,18 +295,10 @@ def _mib(nbytes: int | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**20, 2)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "cpu"
-
-
 def _common(device: torch.device) -> dict:
     return {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
@@ -390,13 +383,14 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
     return rows
 
 
-def _course_rows(arch: str, device: torch.device) -> tuple[str, list[list[int]]]:
+@functools.cache  # every size and mode of one run trains on the same rows: load and encode them once
+def _course_rows(arch: str, device_type: str) -> tuple[str, list[list[int]]]:
     """The course's training rows for ``arch``, capped as the matching course preset caps them."""
     from .experiments import rawtext_data, samsum_data
     from .presets import get_preset
     from .tokenizer import load_tokenizer
 
-    preset = get_preset("gpu" if device.type == "cuda" else "cpu")
+    preset = get_preset("gpu" if device_type == "cuda" else "cpu")
     tokenizer = load_tokenizer(VOCAB_SIZE)
     if arch == "encoder-decoder":
         data, _ = samsum_data(preset["samsum"], tokenizer)
@@ -450,7 +444,7 @@ def real_data_row(arch: str, preset: str, mode: str, args: argparse.Namespace, d
     try:
         if mode == "compile":
             torch._dynamo.reset()
-        data_name, rows = _course_rows(arch, device)
+        data_name, rows = _course_rows(arch, device.type)
         longest = max(map(len, rows))
         if longest > args.batch_size * args.seq_len:
             raise ValueError(f"{data_name} has rows of {longest} tokens, more than one step's "
@@ -544,14 +538,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------- CLI
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    return torch.device(name)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse options and fill the device-dependent defaults (``args.device`` becomes a torch.device)."""
     p = argparse.ArgumentParser(prog="python -m reftx_lib bench", description=__doc__.split("\n")[0])
@@ -578,7 +564,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a busy "
                                                "machine 1 thread gives steadier numbers than oversubscribed cores")
     args = p.parse_args(argv)
-    args.device = resolve_device(args.device)
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"--device {args.device}: {exc}") from None
     gpu = args.device.type == "cuda"
     args.configs = args.configs or list(SEED_CONFIGS)
     args.batch_size = args.batch_size or (128 if gpu else 8)

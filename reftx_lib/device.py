@@ -24,20 +24,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def device_name(device: torch.device) -> str:
-    """A human-readable name for provenance records, e.g. 'NVIDIA H100 80GB HBM3' or the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"CPU ({name}, {torch.get_num_threads()} threads)"
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name for provenance records, e.g. 'NVIDIA H100 80GB HBM3' or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def current_rss_mb() -> float:

@@ -85,20 +85,25 @@ def test_checkpoint_rebuilds_model_and_is_atomic(tmp_path):
     torch.testing.assert_close(rebuilt(ids)["logits"], model.eval()(ids)["logits"])
 
 
-def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    rows = synthetic_rows(40, False)
-    model = make(ReferenceDecoderOnly)
+def poison_losses_after(model, monkeypatch, good_steps: int) -> None:
+    """Make every training loss after the first ``good_steps`` training steps NaN."""
     forward = model.forward
     calls = {"n": 0}
 
     def poisoned(*a, **kw):
         out = forward(*a, **kw)
         calls["n"] += model.training
-        if model.training and calls["n"] > 5:  # training steps 6, 7, ... go bad
+        if model.training and calls["n"] > good_steps:
             out["loss"] = out["loss"] * float("nan")
         return out
 
     monkeypatch.setattr(model, "forward", poisoned)
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    rows = synthetic_rows(40, False)
+    model = make(ReferenceDecoderOnly)
+    poison_losses_after(model, monkeypatch, 5)  # training steps 6, 7, ... go bad
     with pytest.raises(FloatingPointError, match="step 6"):
         train(model, rows[:30], rows[30:], cfg(eval_every=2, eval_batches=1, checkpoint_dir=str(tmp_path)))
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
@@ -123,17 +128,7 @@ def test_non_finite_loss_inside_a_log_window_names_its_step(tmp_path, monkeypatc
     """Steps 5-7 form one window (log_every 3, checkpoint at 4): the error still names step 6."""
     rows = synthetic_rows(40, False)
     model = make(ReferenceDecoderOnly)
-    forward = model.forward
-    calls = {"n": 0}
-
-    def poisoned(*a, **kw):
-        out = forward(*a, **kw)
-        calls["n"] += model.training
-        if model.training and calls["n"] > 5:
-            out["loss"] = out["loss"] * float("nan")
-        return out
-
-    monkeypatch.setattr(model, "forward", poisoned)
+    poison_losses_after(model, monkeypatch, 5)
     with pytest.raises(FloatingPointError, match="at step 6;"):
         train(model, rows[:30], rows[30:], cfg(eval_every=4, eval_batches=1, log_every=3,
                                                checkpoint_dir=str(tmp_path)))
