@@ -11,7 +11,10 @@ Both sides get the same sizes, vocabulary (8192), dropout 0, SDPA attention,
 exact GELU, the same random tokens, dtype (fp32 on CPU, bf16 autocast on CUDA)
 and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
 (learned position embeddings; MBart's embedding LayerNorms), reported as
-``params`` / ``peer_params``.
+``params`` / ``peer_params``. Each side trains through its own ordinary
+training call: the peers' ``model(..., labels=...)``, and ours
+``forward(..., return_logits=False)`` as ``reftx_lib.trainer`` calls it, which
+on a CPU in eager mode fuses the output head with the loss (``reftx_lib.loss``).
 
 Training steps are timed one at a time, alternating ours and the peer
 (ABAB...), so CPU frequency changes and background load hit both equally;
@@ -136,7 +139,7 @@ def build_pair(arch: str, preset: str, n_positions: int, batch: dict[str, torch.
         ids = batch["ids"]
         ours = Side(
             "ReferenceDecoderOnly", _ours(ReferenceDecoderOnly, preset, n_positions),
-            lambda m: m(ids, labels=ids)["loss"],
+            lambda m: m(ids, labels=ids, return_logits=False)["loss"],
             lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
@@ -152,7 +155,7 @@ def build_pair(arch: str, preset: str, n_positions: int, batch: dict[str, torch.
         src_mask = src != PAD_ID  # ours always masks source padding; give the peer the same information
         ours = Side(
             "ReferenceTransformer", _ours(ReferenceTransformer, preset, n_positions),
-            lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt)["loss"],
+            lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt, return_logits=False)["loss"],
             lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(

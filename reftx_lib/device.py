@@ -90,7 +90,7 @@ def _train_steps(model: torch.nn.Module, ids: torch.Tensor, steps: int, device: 
         else torch.autocast("cpu", enabled=False)
     for _ in range(steps):
         with autocast:
-            out = model(ids, labels=ids)
+            out = model(ids, labels=ids, return_logits=False)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()

@@ -17,8 +17,8 @@ from torch import nn
 from .config import ModelConfig
 from .generation import generate as _generate
 from .layers import DecoderLayer, EncoderLayer, SinusoidalPositionalEncoding, key_padding_mask
+from .loss import IGNORE_INDEX, cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
-IGNORE_INDEX = -100
 
 
 class BaseLanguageModel(nn.Module):
@@ -115,23 +115,23 @@ class BaseLanguageModel(nn.Module):
         """(B, T) ids -> (B, T, D): scaled token embedding plus position, as in the 2017 paper."""
         return self.drop(self.pos(self.embed(ids) * math.sqrt(self.config.d_model), offset))
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and negative labels (-100) are ignored.
+    def _head_and_loss(self, hidden: torch.Tensor, labels: torch.Tensor | None,
+                       return_logits: bool) -> dict[str, torch.Tensor]:
+        """Logits (B, T, V) from final hidden states (B, T, D) and, with labels (B, T), the loss.
 
-        ``n_tokens`` (how many labels counted) lets callers turn means into exact
-        token-weighted sums across batches, e.g. for perplexity.
+        Without ``return_logits`` the logits are not needed, and eager CPU training
+        uses ``reftx_lib.loss.fused_head_cross_entropy``, which never builds them.
         """
+        if not return_logits and labels is None:
+            raise ValueError("return_logits=False only makes sense with labels: pass labels= to get the loss")
         pad = self.config.pad_token_id
-        if pad == 0:
-            # Every negative label (-100) becomes pad. clamp tells torch.compile that targets are
-            # >= 0, so the fused loss kernel needs no negative-index wrap-around over the whole
-            # (B*T, V) logits: the compiled tiny encoder-decoder's training step is ~8% faster
-            # than with masked_fill (see ``python -m reftx_lib bench``).
-            labels = labels.clamp(min=0)
-        else:
-            labels = labels.masked_fill(labels < 0, pad)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=pad)
-        return {"loss": loss, "n_tokens": (labels != pad).sum()}
+        if not return_logits and fused_loss_applies(hidden):
+            return fused_head_cross_entropy(hidden, self.lm_head.weight, labels, pad)
+        logits = self.lm_head(hidden)  # (B, T, V)
+        out = {"logits": logits} if return_logits else {}
+        if labels is not None:
+            out.update(cross_entropy(logits, labels, pad))
+        return out
 
     # ------------------------------------------------------------- accounting
     def num_parameters(self) -> dict[str, int]:
@@ -234,7 +234,7 @@ class ReferenceDecoderOnly(BaseLanguageModel):
 
     def forward(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, return_attention: bool = False,
-        *, check_ids: bool = True,
+        *, check_ids: bool = True, return_logits: bool = True,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Logits (B, T, V) for every position; with labels (B, T), the next-token loss.
 
@@ -242,18 +242,16 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         ``labels=input_ids``, optionally with -100 where a token must not count
         (e.g. the first half of a document for second-half perplexity).
         ``check_ids=False`` skips the id range check (one host sync on a GPU) for
-        inputs already checked by ``training_inputs``.
+        inputs already checked by ``training_inputs``; ``return_logits=False``
+        (training: only the loss is needed) lets a CPU step skip building the logits.
         """
         if check_ids:
             self._check_ids(input_ids, "input_ids")
         hidden, attentions = self._decode(input_ids, need_weights=return_attention)
-        logits = self.lm_head(hidden)  # (B, T, V)
-        out: dict = {"logits": logits}
-        if labels is not None:
-            # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
-            # of them, and its backward would zero-fill and copy a gradient just as large.
-            next_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T); the last predicts nothing
-            out.update(self._loss(logits, next_labels))
+        # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
+        # of them, and its backward would zero-fill and copy a gradient just as large.
+        next_labels = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
+        out: dict = self._head_and_loss(hidden, next_labels, return_logits)  # the last position predicts nothing
         if return_attention:
             out["attentions"] = attentions  # n_layers x (B, H, T, T)
         return out
@@ -394,12 +392,14 @@ class ReferenceTransformer(BaseLanguageModel):
         tgt_ids: torch.Tensor | None = None,
         return_attention: bool = False,
         check_ids: bool = True,
+        return_logits: bool = True,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Logits (B, T, V) over target positions; with labels, the loss on target tokens only.
 
         Packed: ``forward(input_ids, labels=input_ids)``. Explicit:
         ``forward(src_ids=src, tgt_ids=tgt, labels=tgt)`` with labels shaped like tgt_ids.
-        ``check_ids=False`` skips the id range check, for inputs from ``training_inputs``.
+        ``check_ids=False`` skips the id range check, for inputs from ``training_inputs``;
+        ``return_logits=False`` returns only the loss, computed without the logits on a CPU.
         """
         if input_ids is not None:
             if src_ids is not None or tgt_ids is not None:
@@ -413,10 +413,7 @@ class ReferenceTransformer(BaseLanguageModel):
         memory, memory_mask, enc_w = self.encode(src_ids, return_attention)
         hidden, self_w, cross_w = self._decode(self._shift_right(tgt_ids), memory, memory_mask,
                                                need_weights=return_attention)
-        logits = self.lm_head(hidden)  # (B, T, V)
-        out: dict = {"logits": logits}
-        if labels is not None:
-            out.update(self._loss(logits, labels))
+        out: dict = self._head_and_loss(hidden, labels, return_logits)
         if return_attention:
             out["encoder_attentions"] = enc_w  # n_layers x (B, H, S, S)
             out["decoder_attentions"] = self_w  # n_layers x (B, H, T, T)

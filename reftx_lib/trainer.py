@@ -301,14 +301,16 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
 def _forward_loss(model: torch.nn.Module, compile: bool):
     """``inputs -> (loss, n_tokens)``; compiled if asked.
 
-    Only the loss leaves the compiled graph: returning the logits too would make
-    the compiled backward build a zero gradient as large as them (B, T, V).
+    Only the loss is asked for (``return_logits=False``): eagerly on a CPU the
+    model then fuses its output head with the loss (``reftx_lib.loss``), and a
+    compiled graph that returned the logits too would make its backward build a
+    zero gradient as large as them (B, T, V).
     torch.compile's default shape handling suits both kinds of data: fixed-length
     blocks keep one static graph, and the first change of batch shape recompiles
     once into a graph for any shape.
     """
     def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(**inputs, check_ids=False)
+        out = model(**inputs, check_ids=False, return_logits=False)
         return out["loss"], out["n_tokens"]
 
     return torch.compile(forward_loss) if compile else forward_loss

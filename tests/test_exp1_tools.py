@@ -22,11 +22,12 @@ def test_training_memory_is_positive_for_the_encoder_decoder():
 
 def test_training_memory_is_positive_and_grows_with_the_batch():
     small = training_memory_mb("ReferenceDecoderOnly", TINY, [[1] + list(range(4, 20)) + [2]], steps=1)
-    # vocab 4096 and 64 rows of 60 tokens: the logits alone are 64 * 60 * 4096 * 4 bytes = 60 MiB
+    # vocab 4096 and 64 rows of 60 tokens: the logits would be 64 * 60 * 4096 * 4 bytes = 60 MiB, but the
+    # step measured is the trainer's, whose fused CPU loss never builds them (reftx_lib.loss); the rest grows too
     big = training_memory_mb("ReferenceDecoderOnly", {**TINY, "vocab_size": 4096},
                              [[1] + list(range(4, 62)) + [2]] * 64, steps=1)
     assert 0 < small < 500
-    assert big > small + 30
+    assert big > small + 10
 
 
 def test_training_memory_rejects_unknown_class():
