@@ -21,7 +21,9 @@ Training steps are timed one at a time, alternating ours and the peer
 ``ms_per_step`` is the median. Each alternating pair gives one speed ratio
 (peer time / our time); ``ratio`` is their median and ``ratio_q1`` /
 ``ratio_q3`` their quartiles, so a reader can tell parity from a real gap on a
-noisy machine. ``--modes compile`` compiles each side's
+noisy machine, and ``ratio_ci_low`` / ``ratio_ci_high`` bound the median
+with 95% confidence (``median_ci``): only a row whose interval lies wholly
+below 1.0 is shown to be slower than its peer. ``--modes compile`` compiles each side's
 forward + loss with ``torch.compile`` (the optimizer step stays eager); a failed
 compile becomes the row's ``error`` instead of stopping the run. Generation
 (``--generation``, eager) times greedy KV-cached decoding of exactly
@@ -61,6 +63,7 @@ import datetime
 import functools
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -260,15 +263,37 @@ def time_training(sides: list[Side], mode: str, device: torch.device, warmup: in
             for t, f, p in zip(times, first_step_s, peaks)]
 
 
-def paired_ratio(ours_s: list[float], peer_s: list[float]) -> dict[str, float]:
-    """Median and quartiles of peer/ours time over alternating pairs: ours/peer speed, robust to drift.
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the median of ``values``: two order statistics.
+
+    How many values fall below the true median is Binomial(n, 1/2), whatever the
+    distribution, so the k-th smallest and the k-th largest value enclose it with
+    probability 1 - 2 P(X < k). k is the largest with that probability >= ``level``.
+    None when there are too few values (fewer than 6 for 95%).
+    """
+    xs, n = sorted(values), len(values)
+    k, below = 0, 0.0  # below = P(X < k)
+    while k < n and 2 * (below + math.comb(n, k) / 2**n) <= 1 - level:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else None
+
+
+def paired_ratio(ours_s: list[float], peer_s: list[float]) -> dict[str, float | None]:
+    """Median, quartiles and 95% confidence interval of peer/ours time over alternating pairs.
 
     Pairing cancels what hits both sides of one pair (a busy neighbour, a clock
-    change), so the spread shows the noise left in the comparison itself.
+    change); the quartiles show the noise left in single pairs, and the
+    confidence interval how precisely the median itself is known: a row is
+    faster than its peer when the whole interval lies above 1.0, and at parity
+    when it contains 1.0.
     """
     ratios = sorted(p / o for o, p in zip(ours_s, peer_s))
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-    return {"ratio": round(median, 3), "ratio_q1": round(q1, 3), "ratio_q3": round(q3, 3)}
+    low, high = median_ci(ratios) or (None, None)
+    return {"ratio": round(median, 3), "ratio_q1": round(q1, 3), "ratio_q3": round(q3, 3),
+            "ratio_ci_low": None if low is None else round(low, 3),
+            "ratio_ci_high": None if high is None else round(high, 3)}
 
 
 def time_generation(sides: list[Side], inputs: torch.Tensor, device: torch.device, repeats: int,
@@ -480,7 +505,7 @@ def _fill_missing(row: dict) -> dict:
     for prefix in ("", "peer_"):
         for key in ("tokens_per_s", "ms_per_step", "peak_mem_mib", "mfu"):
             row.setdefault(prefix + key, None)
-    for key in ("ratio", "ratio_q1", "ratio_q3"):
+    for key in ("ratio", "ratio_q1", "ratio_q3", "ratio_ci_low", "ratio_ci_high"):
         row.setdefault(key, None)
     return row
 
@@ -495,7 +520,7 @@ _TABLE = [  # (header, key, format)
     ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
     ("B", "batch", "{}"), ("T", "seq_len", "{}"),
     ("ours tok/s", "tokens_per_s", "{:,.0f}"), ("peer tok/s", "peer_tokens_per_s", "{:,.0f}"),
-    ("ratio", "ratio", "{:.2f}"), ("q1", "ratio_q1", "{:.2f}"), ("q3", "ratio_q3", "{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
+    ("ratio", "ratio", "{:.2f}"), ("95% CI", "ratio_ci", "{}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
     ("ours MiB", "peak_mem_mib", "{:.0f}"), ("peer MiB", "peer_peak_mem_mib", "{:.0f}"),
     ("mfu", "mfu", "{:.1%}"),
 ]
@@ -513,6 +538,8 @@ _REAL_TABLE = [
 def _aligned(spec: list[tuple[str, str, str]], rows: list[dict]) -> list[str]:
     cells = [[h for h, _, _ in spec]]
     for row in rows:
+        if row.get("ratio_ci_low") is not None:
+            row = {**row, "ratio_ci": f"{row['ratio_ci_low']:.2f}-{row['ratio_ci_high']:.2f}"}
         cells.append(["-" if row.get(k) is None else f.format(row[k]) for _, k, f in spec])
     widths = [max(len(r[i]) for r in cells) for i in range(len(spec))]
     return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
@@ -532,8 +559,8 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}, "
                      f"transformers {r['transformers']}")
     if peer_rows:
-        lines.append("ratio = ours / peer tokens per second (median over alternating pairs; q1, q3 its quartiles); "
-                     "ms is per training step, or per decoding step for generate rows")
+        lines.append("ratio = ours / peer tokens per second: the median over alternating pairs, with its 95% "
+                     "confidence interval; ms is per training step, or per decoding step for generate rows")
     if real_rows:
         lines.append("real-data: real (non-pad) input tokens per second; fixed = the bare fixed-shape step, "
                      "loop = reftx_lib.trainer.train on fixed-shape (synth) or course (real) rows")
@@ -549,7 +576,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"model sizes (default: the seed's {' '.join(SEED_CONFIGS)})")
     p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     p.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
-    p.add_argument("--steps", type=int, default=10, help="timed training steps per side (median reported)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed training steps per side (median reported; 6 or more give a 95%% interval)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (compilation happens here)")
     p.add_argument("--batch-size", type=int, help="training batch (default: 8 on CPU, 128 on CUDA)")
     p.add_argument("--seq-len", type=int, help="tokens per row; enc-dec splits it into source and target halves "
@@ -558,7 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--prompt-len", type=int, default=32, help="prompt (decoder-only) or source (enc-dec) length")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens each side decodes (no early EOS)")
-    p.add_argument("--gen-repeats", type=int, default=3, help="timed generate calls per side (median reported)")
+    p.add_argument("--gen-repeats", type=int, default=9,
+                   help="timed generate calls per side (median reported; 6 or more give a 95%% interval)")
     p.add_argument("--real-data", action="store_true",
                    help="also run the trainer on the course's data and on fixed-shape rows (needs the data)")
     p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
@@ -619,9 +648,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         from .results import provenance, save_results
 
-        ratios = [r["ratio"] for r in rows if r.get("ratio") is not None and r["kind"] != "real-data"]
+        peer_rows = [r for r in rows if r.get("ratio") is not None and r["kind"] != "real-data"]
+        ratios = [r["ratio"] for r in peer_rows]
         real = [r["ratio"] for r in rows if r.get("ratio") is not None and r["kind"] == "real-data"]
         metrics = {"rows": rows, "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None),
+                   "peer_rows": len(peer_rows),
+                   # the interval lies wholly below 1.0: shown slower than the peer, not just noise
+                   "rows_slower": sum(r["ratio_ci_high"] is not None and r["ratio_ci_high"] < 1.0 for r in peer_rows),
                    "min_real_data_ratio": min(real, default=None)}
         prov = provenance(args.save, torch.device(rows[0]["device"] if rows else "cpu"), vars(args),
                           time.perf_counter() - started)

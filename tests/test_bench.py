@@ -4,6 +4,8 @@ They check the rows, never the timings: timed assertions are flaky, and the
 ratios are the benchmark's output, not a property of the code.
 """
 import json
+import math
+import random
 
 import pytest
 import torch
@@ -91,6 +93,24 @@ def test_table_output_is_readable(capsys):
 def test_paired_ratio_is_the_median_of_per_pair_speedups():
     r = bench.paired_ratio([1.0, 2.0, 1.0, 1.0, 4.0], [2.0, 2.0, 1.5, 1.0, 2.0])  # peer/ours: 2, 1, 1.5, 1, 0.5
     assert (r["ratio_q1"], r["ratio"], r["ratio_q3"]) == (1.0, 1.0, 1.5)
+    assert r["ratio_ci_low"] is r["ratio_ci_high"] is None  # 5 pairs cannot bound a median with 95% confidence
+    r = bench.paired_ratio([1.0] * 9, [0.9, 1.3, 1.1, 0.95, 1.2, 1.05, 1.0, 1.15, 0.98])
+    assert (r["ratio_ci_low"], r["ratio"], r["ratio_ci_high"]) == (0.95, 1.05, 1.2)  # 2nd smallest and largest
+
+
+@pytest.mark.parametrize("n, k", [(6, 1), (9, 2), (10, 2), (16, 4), (24, 7)])
+def test_median_ci_takes_the_binomial_order_statistics(n, k):
+    """x_(k) and x_(n+1-k): the widest k whose two tails together hold at most 5% (binomial tables)."""
+    assert bench.median_ci(list(range(1, n + 1))[::-1]) == (k, n + 1 - k)
+    assert bench.median_ci(list(range(5))) is None
+
+
+def test_median_ci_covers_the_median_at_least_95_percent_of_the_time():
+    """Samples of 10 from a skewed distribution (exponential, median ln 2): the interval holds it >= 95%."""
+    rng = random.Random(0)
+    hits = sum(low <= math.log(2) <= high for _ in range(4000)
+               for low, high in [bench.median_ci([rng.expovariate(1.0) for _ in range(10)])])
+    assert 0.95 <= hits / 4000 <= 0.99  # exact coverage for n = 10 is 1 - 2 * 11/1024 = 0.979
 
 
 def test_real_data_rows_compare_the_trainer_with_fixed_shapes(capsys):
