@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-LOSS_CHUNK_BYTES = 4 * 2**20  # logits per chunk of the fused loss: about one core's L2 cache
+LOSS_CHUNK_BYTES = 4 * 2**20  # logits per chunk of the fused loss (at least d_model rows): one core's L2 cache
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
@@ -68,9 +68,11 @@ class _HeadCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor,
                 row_weight: torch.Tensor) -> torch.Tensor:
         # hidden (N, D), head (V, D), targets (N,) in [0, V), row_weight (N,) float
-        rows = max(1, LOSS_CHUNK_BYTES // (head.size(0) * hidden.element_size()))
+        # A chunk's logits fill about the cache; with at least D rows, adding the chunk's (V, D) share
+        # of the head's gradient never moves more memory than its (rows, V) logits did.
+        rows = max(LOSS_CHUNK_BYTES // (head.size(0) * hidden.element_size()), head.size(1))
         grad_hidden = torch.empty_like(hidden)  # (N, D)
-        grad_head = torch.zeros_like(head)  # (V, D)
+        grad_head = None  # (V, D), written by the first chunk, then accumulated
         total = hidden.new_zeros(())
         for start in range(0, hidden.size(0), rows):
             h, t, w = hidden[start : start + rows], targets[start : start + rows], row_weight[start : start + rows]
@@ -81,7 +83,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
             grad[torch.arange(t.size(0)), t] -= 1.0  # softmax - one_hot
             grad.mul_(w[:, None])
             torch.mm(grad, head, out=grad_hidden[start : start + rows])  # (c, D)
-            grad_head.addmm_(grad.t(), h)  # (V, D)
+            grad_head = grad.t() @ h if grad_head is None else grad_head.addmm_(grad.t(), h)  # (V, D)
         ctx.save_for_backward(grad_hidden, grad_head)
         return total
 

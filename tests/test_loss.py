@@ -35,13 +35,13 @@ def test_loss_ignores_pad_and_negative_labels_for_any_pad_id(pad, fused):
     assert int(out["n_tokens"]) == 4
 
 
-@pytest.mark.parametrize("rows_per_chunk", [1, 3, 64])
+@pytest.mark.parametrize("rows_per_chunk", [1, 6, 64])
 def test_fused_loss_gradients_equal_the_plain_ones_for_any_chunking(monkeypatch, rows_per_chunk):
-    """Chunks of 1 row, a size that leaves a remainder (10 rows = 3+3+3+1) and one chunk for all rows."""
+    """10 rows of d_model 4 in chunks of 4+4+2 (a chunk holds at least d_model rows), 6+4, and all 10."""
     monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", rows_per_chunk * V * 4)
     torch.manual_seed(0)
-    hidden = torch.randn(2, 5, 8, requires_grad=True)
-    head = torch.randn(V, 8, requires_grad=True)
+    hidden = torch.randn(2, 5, 4, requires_grad=True)
+    head = torch.randn(V, 4, requires_grad=True)
     labels = torch.randint(0, V, (2, 5))
     labels[0, 1] = -100
     grads = []
@@ -67,7 +67,7 @@ def test_no_counted_label_gives_nan_on_both_paths():
 @pytest.mark.parametrize("cls", MODELS)
 def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradients(cls, monkeypatch):
     """forward(return_logits=False) on CPU fuses head and loss: same loss and gradients for every parameter."""
-    monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", 4 * V * 4)  # several chunks
+    monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", 4 * V * 4)  # chunks of d_model = 32 rows: several
     calls = []
     real = loss_module.fused_head_cross_entropy
     monkeypatch.setattr("reftx_lib.models.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
