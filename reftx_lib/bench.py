@@ -16,8 +16,9 @@ training call: the peers' ``model(..., labels=...)``, and ours
 ``forward(..., return_logits=False)`` as ``reftx_lib.trainer`` calls it, which
 on a CPU in eager mode fuses the output head with the loss (``reftx_lib.loss``).
 
-Training steps are timed one at a time, alternating ours and the peer
-(ABAB...), so CPU frequency changes and background load hit both equally;
+Training steps are timed one at a time, alternating ours and the peer in
+counterbalanced order (AB BA AB ...: each side follows the other and itself
+equally often), so CPU frequency changes and background load hit both equally;
 ``ms_per_step`` is the median. Each alternating pair gives one speed ratio
 (peer time / our time); ``ratio`` is their median and ``ratio_q1`` /
 ``ratio_q3`` their quartiles, so a reader can tell parity from a real gap on a
@@ -232,8 +233,20 @@ def _cpu_step_peak_bytes(step: Callable[[], None]) -> int:
     return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
 
 
+def counterbalanced(n_sides: int, round_index: int) -> list[int]:
+    """Which side runs first in a round: 0, 1, ... in even rounds, reversed in odd ones (ABBA ABBA ...).
+
+    A step can be slowed by what the step before it left behind (the allocator's
+    free lists, the caches). With a fixed order each side would always follow the
+    other one: at ``large`` the encoder-decoder measured 0.970 and 0.977 of MBart in
+    a fixed order, 1.002 and 1.019 counterbalanced, in the same process and minutes.
+    """
+    order = list(range(n_sides))
+    return order if round_index % 2 == 0 else order[::-1]
+
+
 def time_training(sides: list[Side], mode: str, device: torch.device, warmup: int, steps: int) -> list[dict]:
-    """Warm up, then time ``steps`` training steps per side, alternating sides step by step."""
+    """Warm up, then time ``steps`` training steps per side, alternating sides in counterbalanced order."""
     fns = [_train_step(side, mode, device) for side in sides]
     first_step_s = [0.0] * len(fns)
     for i in range(warmup):
@@ -245,8 +258,9 @@ def time_training(sides: list[Side], mode: str, device: torch.device, warmup: in
                 first_step_s[j] = time.perf_counter() - t0  # includes compilation in compile mode
     times: list[list[float]] = [[] for _ in fns]
     peaks = [0] * len(fns)
-    for _ in range(steps):
-        for j, fn in enumerate(fns):
+    for i in range(steps):
+        for j in counterbalanced(len(fns), i):
+            fn = fns[j]
             _sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -298,10 +312,11 @@ def paired_ratio(ours_s: list[float], peer_s: list[float]) -> dict[str, float | 
 
 def time_generation(sides: list[Side], inputs: torch.Tensor, device: torch.device, repeats: int,
                     new_tokens: int) -> list[list[float]]:
-    """Seconds per ``generate`` call for each side (``repeats`` each), alternating sides call by call."""
+    """Seconds per ``generate`` call for each side (``repeats`` each), alternating sides in counterbalanced order."""
     times: list[list[float]] = [[] for _ in sides]
     for i in range(repeats + 1):  # the first round is warmup
-        for j, side in enumerate(sides):
+        for j in counterbalanced(len(sides), i):
+            side = sides[j]
             _sync(device)
             t0 = time.perf_counter()
             out = side.generate(side.model, inputs)

@@ -128,3 +128,17 @@ def test_real_data_rows_compare_the_trainer_with_fixed_shapes(capsys):
     assert real["ratio"] == pytest.approx(real["real_tokens_per_s"] / fixed["tokens_per_s"], rel=1e-2)
     assert real["data_ratio"] == pytest.approx(real["real_tokens_per_s"] / real["synthetic_tokens_per_s"], rel=1e-2)
     assert real["real_supervised_tokens_per_s"] < real["real_tokens_per_s"]
+
+
+def test_timed_steps_and_generate_calls_alternate_in_counterbalanced_order(monkeypatch):
+    """AB BA AB ...: with a fixed order each side would always run right after the other one."""
+    calls = []
+    monkeypatch.setattr(bench, "_train_step", lambda side, mode, device: lambda: calls.append(side.name))
+    sides = [bench.Side(name, torch.nn.Linear(1, 1), None, lambda m, x, n=name: calls.append(n) or torch.zeros(1, 2))
+             for name in "AB"]
+    monkeypatch.setattr(bench, "_cpu_step_peak_bytes", lambda step: 0)
+    bench.time_training(sides, "eager", torch.device("cpu"), warmup=1, steps=4)
+    assert "".join(calls) == "AB" + "ABBAABBA"  # warmup, then the timed steps
+    calls.clear()
+    times = bench.time_generation(sides, torch.zeros(1, 1), torch.device("cpu"), repeats=3, new_tokens=2)
+    assert "".join(calls) == "ABBAABBA" and [len(t) for t in times] == [3, 3]  # the first round is warmup
