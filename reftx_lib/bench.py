@@ -535,7 +535,7 @@ _TABLE = [  # (header, key, format)
     ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
     ("B", "batch", "{}"), ("T", "seq_len", "{}"),
     ("ours tok/s", "tokens_per_s", "{:,.0f}"), ("peer tok/s", "peer_tokens_per_s", "{:,.0f}"),
-    ("ratio", "ratio", "{:.2f}"), ("95% CI", "ratio_ci", "{}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
+    ("ratio", "ratio", "{:.2f}"), ("95% CI", ("ratio_ci_low", "ratio_ci_high"), "{:.2f}-{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
     ("ours MiB", "peak_mem_mib", "{:.0f}"), ("peer MiB", "peer_peak_mem_mib", "{:.0f}"),
     ("mfu", "mfu", "{:.1%}"),
 ]
@@ -550,12 +550,16 @@ _REAL_TABLE = [
 ]
 
 
-def _aligned(spec: list[tuple[str, str, str]], rows: list[dict]) -> list[str]:
+def _cell(row: dict, keys: str | tuple[str, ...], fmt: str) -> str:
+    """One table cell: ``fmt`` filled with the row's values at ``keys``, or "-" if any is missing."""
+    values = [row.get(k) for k in ((keys,) if isinstance(keys, str) else keys)]
+    return "-" if any(v is None for v in values) else fmt.format(*values)
+
+
+def _aligned(spec: list[tuple[str, str | tuple[str, ...], str]], rows: list[dict]) -> list[str]:
     cells = [[h for h, _, _ in spec]]
     for row in rows:
-        if row.get("ratio_ci_low") is not None:
-            row = {**row, "ratio_ci": f"{row['ratio_ci_low']:.2f}-{row['ratio_ci_high']:.2f}"}
-        cells.append(["-" if row.get(k) is None else f.format(row[k]) for _, k, f in spec])
+        cells.append([_cell(row, k, f) for _, k, f in spec])
     widths = [max(len(r[i]) for r in cells) for i in range(len(spec))]
     return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
 

@@ -25,7 +25,8 @@ class BaseLanguageModel(nn.Module):
     """What both architectures share: embeddings, output head, accounting, generation.
 
     Subclasses implement ``forward`` and the incremental-decoding hooks
-    ``_init_state`` / ``_next_logits`` / ``_reorder_state`` used by ``generate``.
+    ``_init_state`` / ``_next_logits`` used by ``generate``; ``_reorder_state``
+    (beam search) is shared.
     """
 
     def __init__(
@@ -196,6 +197,13 @@ class BaseLanguageModel(nn.Module):
         matmul = s * n * (4 * d * d + 2 * d * f + 2 * d * d) + t * (n * (4 * d * d + 2 * d * d + 2 * d * f) + d * v)
         return (6 * matmul + 12 * n * d * (s * s + t * t + t * s)) / t
 
+    def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
+        """Follow the surviving beams: pick rows ``index`` of every per-row tensor, KV caches included."""
+        state.update({key: value[index] for key, value in state.items() if torch.is_tensor(value)})
+        for cache in state["caches"] or []:
+            for kv in cache.values():
+                kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
+
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
         """Decode up to ``max_new_tokens`` tokens; see ``reftx_lib.generation.generate`` for options.
 
@@ -278,12 +286,6 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         else:
             hidden = self._decode(new, state["caches"], offset=past)[0]
         return self.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
-
-    def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
-        state["seq"] = state["seq"][index]
-        for cache in state["caches"] or []:
-            for kv in cache.values():
-                kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
 
 class ReferenceTransformer(BaseLanguageModel):
@@ -440,11 +442,4 @@ class ReferenceTransformer(BaseLanguageModel):
         else:
             hidden = self._decode(new, state["memory"], state["memory_mask"], state["caches"], offset=past)[0]
         return self.lm_head(hidden[:, -1])  # (B, V)
-
-    def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
-        for key in ("seq", "memory", "memory_mask"):
-            state[key] = state[key][index]
-        for cache in state["caches"] or []:
-            for kv in cache.values():
-                kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
