@@ -90,6 +90,10 @@ class _HeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total: torch.Tensor):
         grad_hidden, grad_head = ctx.saved_tensors
+        if bool(grad_total == 1):  # a plain loss.backward(): reading the scalar costs nothing on a CPU
+            # Hand over the stored gradients as they are: scaling them by 1 would copy a (V, D) matrix
+            # and an (N, D) one. Autograd adds nothing into a tensor another reference still holds.
+            return grad_hidden, grad_head, None, None
         return grad_hidden * grad_total, grad_head * grad_total, None, None
 
 

@@ -110,3 +110,19 @@ def test_return_logits_false_needs_labels():
     model = ReferenceDecoderOnly(**TINY)
     with pytest.raises(ValueError, match="return_logits=False only makes sense with labels"):
         model(packed_batch(), return_logits=False)
+
+
+def test_fused_loss_gradients_survive_a_retained_graph():
+    """With an upstream gradient of 1 the stored gradients are handed over as they are. The head also
+    gets a second gradient (as a tied embedding does), which autograd adds to the first: a second
+    backward through the retained graph must find the stored ones unchanged, so every gradient doubles."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 4, requires_grad=True)
+    head = torch.randn(V, 4, requires_grad=True)
+    labels = torch.randint(0, V, (2, 5))
+    loss = fused_head_cross_entropy(hidden, head, labels, 0)["loss"] + head.sum()
+    loss.backward(retain_graph=True)
+    once = hidden.grad.clone(), head.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(hidden.grad, 2 * once[0])
+    torch.testing.assert_close(head.grad, 2 * once[1])
