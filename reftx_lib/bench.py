@@ -38,6 +38,12 @@ no such counter, and process RSS mostly shows what glibc keeps cached, so one
 extra, untimed step runs under the profiler, which sees every allocation.
 ``peak_mem_kind`` names the source.
 
+``--malloc-trim off`` stops glibc from handing freed heap memory back to the OS for
+the whole run, both sides alike (``reftx_lib.device.keep_freed_cpu_memory``): a CPU
+step then takes no page faults whose number depends on what ran before it in the
+process, the other side included, as on CUDA, whose caching allocator keeps its
+memory. The default leaves glibc as a user's training finds it.
+
 ``--real-data`` asks whether the training loop keeps the device as busy on the
 course's data as on fixed shapes. It runs ``reftx_lib.trainer.train`` for the
 same model and tokens per step on (a) the real corpus (SAMSum for the
@@ -76,7 +82,7 @@ import torch
 from torch import nn
 
 from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
-from .device import cpu_model, resolve_device
+from .device import cpu_model, keep_freed_cpu_memory, resolve_device
 from .models import ReferenceDecoderOnly, ReferenceTransformer
 
 VOCAB_SIZE = 8192
@@ -612,6 +618,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
     p.add_argument("--save", metavar="PRESET",
                    help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)")
+    p.add_argument("--malloc-trim", choices=("on", "off"), default="on",
+                   help="off: glibc keeps freed CPU heap memory instead of trimming it, so steps take no page "
+                        "faults that depend on what ran before them (reftx_lib.device.keep_freed_cpu_memory); "
+                        "default on, as in a user's training")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a busy "
                                                "machine 1 thread gives steadier numbers than oversubscribed cores")
     args = p.parse_args(argv)
@@ -636,6 +646,8 @@ def run(args: argparse.Namespace) -> Iterator[dict]:
     then (``--real-data``) the trainer on real data per mode."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc_trim == "off" and not keep_freed_cpu_memory():
+        raise SystemExit("--malloc-trim off needs glibc's mallopt, which this C library lacks; leave it on")
     if args.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside autocast, for both sides
     for preset, arch in itertools.product(args.configs, args.archs):

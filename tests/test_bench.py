@@ -142,3 +142,43 @@ def test_timed_steps_and_generate_calls_alternate_in_counterbalanced_order(monke
     calls.clear()
     times = bench.time_generation(sides, torch.zeros(1, 1), torch.device("cpu"), repeats=3, new_tokens=2)
     assert "".join(calls) == "ABBAABBA" and [len(t) for t in times] == [3, 3]  # the first round is warmup
+
+
+_REUSE_FAULTS = """
+import resource, sys, torch
+from reftx_lib.device import keep_freed_cpu_memory
+if sys.argv[1] == "off" and not keep_freed_cpu_memory():
+    print("unsupported")
+    raise SystemExit
+def take_and_free():
+    tensors = [torch.ones(4 * 2**20) for _ in range(6)]  # 6 x 16 MiB, then all freed
+    del tensors
+take_and_free(); take_and_free()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+take_and_free()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_malloc_trim_off_stops_the_page_faults_of_reused_memory():
+    """96 MiB freed and taken again: glibc's default trimming gives the pages back, so every 4 KiB
+    page faults again; with ``keep_freed_cpu_memory`` the heap keeps them and almost none fault."""
+    import subprocess
+    import sys
+
+    faults = {}
+    for trim in ("on", "off"):
+        out = subprocess.run([sys.executable, "-c", _REUSE_FAULTS, trim], capture_output=True, text=True,
+                             check=True).stdout.split()[-1]
+        if out == "unsupported":
+            pytest.skip("the C library is not glibc: no mallopt")
+        faults[trim] = int(out)
+    assert faults["on"] > 96 * 2**20 // 4096 // 2, faults  # at least half of the pages faulted again
+    assert faults["off"] * 10 < faults["on"], faults
+
+
+def test_malloc_trim_option_is_parsed():
+    assert bench.parse_args(["--device", "cpu"]).malloc_trim == "on"
+    assert bench.parse_args(["--device", "cpu", "--malloc-trim", "off"]).malloc_trim == "off"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--malloc-trim", "maybe"])
