@@ -6,6 +6,8 @@ ratios are the benchmark's output, not a property of the code.
 import json
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,9 +165,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_malloc_trim_off_stops_the_page_faults_of_reused_memory():
     """96 MiB freed and taken again: glibc's default trimming gives the pages back, so every 4 KiB
     page faults again; with ``keep_freed_cpu_memory`` the heap keeps them and almost none fault."""
-    import subprocess
-    import sys
-
     faults = {}
     for trim in ("on", "off"):
         out = subprocess.run([sys.executable, "-c", _REUSE_FAULTS, trim], capture_output=True, text=True,
