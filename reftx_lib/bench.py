@@ -38,11 +38,15 @@ no such counter, and process RSS mostly shows what glibc keeps cached, so one
 extra, untimed step runs under the profiler, which sees every allocation.
 ``peak_mem_kind`` names the source.
 
-``--malloc-trim off`` stops glibc from handing freed heap memory back to the OS for
-the whole run, both sides alike (``reftx_lib.device.keep_freed_cpu_memory``): a CPU
-step then takes no page faults whose number depends on what ran before it in the
-process, the other side included, as on CUDA, whose caching allocator keeps its
-memory. The default leaves glibc as a user's training finds it.
+By default (``--malloc-trim auto``) glibc is stopped from handing freed heap memory
+back to the OS for the whole run, both sides alike (``reftx_lib.device.keep_freed_cpu_memory``).
+With glibc's trimming a CPU step takes page faults for memory that the step before it
+freed, and as the sides alternate that step was often the other model's: how many faults
+a side is charged depends on the heap layout the other side left, not on its own code.
+Keeping freed memory removes that coupling, as CUDA's caching allocator does on a GPU.
+``--malloc-trim on`` leaves glibc as a user's training finds it; where the C library has
+no ``mallopt`` (not glibc), ``auto`` leaves it alone too. The stored provenance records
+which one ran.
 
 ``--real-data`` asks whether the training loop keeps the device as busy on the
 course's data as on fixed shapes. It runs ``reftx_lib.trainer.train`` for the
@@ -618,10 +622,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
     p.add_argument("--save", metavar="PRESET",
                    help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)")
-    p.add_argument("--malloc-trim", choices=("on", "off"), default="on",
-                   help="off: glibc keeps freed CPU heap memory instead of trimming it, so steps take no page "
-                        "faults that depend on what ran before them (reftx_lib.device.keep_freed_cpu_memory); "
-                        "default on, as in a user's training")
+    p.add_argument("--malloc-trim", choices=("auto", "on", "off"), default="auto",
+                   help="off: glibc keeps freed CPU heap memory, so a step takes no page faults that depend on "
+                        "what the other side freed before it (reftx_lib.device.keep_freed_cpu_memory); on: "
+                        "glibc's default trimming, as in a user's training; auto (default): off where the C "
+                        "library has mallopt, else on")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a busy "
                                                "machine 1 thread gives steadier numbers than oversubscribed cores")
     args = p.parse_args(argv)
@@ -641,13 +646,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def apply_malloc_trim(choice: str) -> str:
+    """Carry out ``--malloc-trim`` for this process and return what runs, ``on`` or ``off``.
+
+    Why a function: ``auto`` must not fail on a C library without ``mallopt`` (macOS), while an
+    explicit ``off`` that cannot be honoured is an error, not a silent ``on``.
+    """
+    if choice == "on":
+        return "on"
+    if keep_freed_cpu_memory():
+        return "off"
+    if choice == "off":
+        raise SystemExit("--malloc-trim off needs glibc's mallopt, which this C library lacks; use auto or on")
+    return "on"
+
+
 def run(args: argparse.Namespace) -> Iterator[dict]:
     """Yield the rows one by one: per size and architecture, each training mode, then generation,
     then (``--real-data``) the trainer on real data per mode."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.malloc_trim == "off" and not keep_freed_cpu_memory():
-        raise SystemExit("--malloc-trim off needs glibc's mallopt, which this C library lacks; leave it on")
+    args.malloc_trim = apply_malloc_trim(args.malloc_trim)  # what ran, for the stored provenance
     if args.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside autocast, for both sides
     for preset, arch in itertools.product(args.configs, args.archs):

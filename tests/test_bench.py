@@ -17,7 +17,7 @@ from reftx_lib import device as device_module
 
 SMOKE = ["--device", "cpu", "--configs", "smoke", "--steps", "2", "--warmup", "1", "--batch-size", "2",
          "--seq-len", "16", "--prompt-len", "4", "--new-tokens", "3", "--gen-batch-sizes", "1", "2",
-         "--gen-repeats", "1", "--json"]
+         "--gen-repeats", "1", "--malloc-trim", "on", "--json"]  # on: leave pytest's own heap as glibc runs it
 FIELDS = ["kind", "model", "peer", "config", "mode", "device", "batch", "seq_len", "tokens_per_s",
           "peer_tokens_per_s", "ratio", "ms_per_step", "peer_ms_per_step", "peak_mem_mib", "peer_peak_mem_mib",
           "mfu", "params", "peer_params", "torch", "date", "error"]
@@ -201,8 +201,20 @@ def test_keep_freed_cpu_memory_sets_both_glibc_thresholds_and_reports_a_missing_
     assert device_module.keep_freed_cpu_memory() is False
 
 
+def test_malloc_trim_auto_keeps_memory_where_it_can_and_off_refuses_to_fall_back(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    assert [bench.apply_malloc_trim(c) for c in ("auto", "off", "on")] == ["off", "off", "on"]
+    assert len(calls) == 2  # "on" leaves glibc alone
+    monkeypatch.setattr(bench, "keep_freed_cpu_memory", lambda: False)  # not glibc
+    assert bench.apply_malloc_trim("auto") == "on"
+    with pytest.raises(SystemExit, match="use auto or on"):
+        bench.apply_malloc_trim("off")
+
+
 def test_malloc_trim_option_is_parsed():
-    assert bench.parse_args(["--device", "cpu"]).malloc_trim == "on"
+    assert bench.parse_args(["--device", "cpu"]).malloc_trim == "auto"
+    assert bench.parse_args(["--device", "cpu", "--malloc-trim", "on"]).malloc_trim == "on"
     assert bench.parse_args(["--device", "cpu", "--malloc-trim", "off"]).malloc_trim == "off"
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "cpu", "--malloc-trim", "maybe"])
