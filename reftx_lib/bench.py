@@ -545,7 +545,8 @@ _TABLE = [  # (header, key, format)
     ("kind", "kind", "{}"), ("arch", "arch", "{}"), ("config", "config", "{}"), ("mode", "mode", "{}"),
     ("B", "batch", "{}"), ("T", "seq_len", "{}"),
     ("ours tok/s", "tokens_per_s", "{:,.0f}"), ("peer tok/s", "peer_tokens_per_s", "{:,.0f}"),
-    ("ratio", "ratio", "{:.2f}"), ("95% CI", ("ratio_ci_low", "ratio_ci_high"), "{:.2f}-{:.2f}"), ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
+    ("ratio", "ratio", "{:.2f}"), ("95% CI", ("ratio_ci_low", "ratio_ci_high"), "{:.2f}-{:.2f}"),
+    ("ours ms", "ms_per_step", "{:.2f}"), ("peer ms", "peer_ms_per_step", "{:.2f}"),
     ("ours MiB", "peak_mem_mib", "{:.0f}"), ("peer MiB", "peer_peak_mem_mib", "{:.0f}"),
     ("mfu", "mfu", "{:.1%}"),
 ]

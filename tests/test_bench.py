@@ -158,7 +158,8 @@ def faults_of_take_and_free():
     tensors = [torch.ones(4 * 2**20) for _ in range(6)]  # 6 x 16 MiB, then all freed
     del tensors
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-warm = [faults_of_take_and_free() for _ in range(6)]  # the heap grows until the 96 MiB fit in its free space
+for _ in range(6):  # the heap grows until the 96 MiB fit in its free space
+    faults_of_take_and_free()
 kept = [faults_of_take_and_free() for _ in range(4)]
 ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand every free page back to the OS, as glibc's trimming does
 print(*kept, faults_of_take_and_free())
