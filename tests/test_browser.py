@@ -173,16 +173,17 @@ def _stop(proc: subprocess.Popen, url: str, token: str) -> None:
 
 
 def _run_all_cells(page, timeout_error: type[Exception]) -> None:
-    """Run > Run All Cells, and once more if it was dropped (a kernel restarting right after load drops it).
+    """Run > Run All Cells, and once more if it was dropped (a kernel restarting right after load drops it,
+    sometimes after the first cell has run).
 
-    A queued or running cell shows ``[*]`` instead of ``[ ]`` in its prompt.
+    A queued or running cell shows ``[*]`` instead of ``[ ]`` in its prompt, so no prompt may still show it.
     """
     for _ in range(3):
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         try:
-            page.wait_for_function("() => !document.querySelector('.jp-Notebook .jp-InputPrompt')"
-                                   ".textContent.includes('[ ]')", timeout=15_000)
+            page.wait_for_function("() => ![...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')]"
+                                   ".some(prompt => prompt.textContent.includes('[ ]'))", timeout=15_000)
             return
         except timeout_error:
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
