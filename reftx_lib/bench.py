@@ -62,7 +62,8 @@ trainer: variable shapes and padding). Tokens are real (non-pad) input tokens;
 to back in three rounds; the round with the median real/synthetic ratio is
 reported.
 
-Run: ``python -m reftx_lib bench --configs tiny small --json``.
+Run: ``python -m reftx_lib bench --configs tiny small --json``. What a step *teaches*, rather
+than what it costs, is measured by ``python -m reftx_lib bench --learning`` (``reftx_lib.learning``).
 Defaults cover the four seed configs (tiny, small, medium, large); shapes are
 CPU-sized on CPU (batch 8, seq_len 128) and the issue's reference on CUDA
 (batch 128 x seq_len 512 = 65,536 tokens per step).
@@ -107,30 +108,32 @@ class Side:
 
 
 # ------------------------------------------------------------------- models
-def _peer_gpt2(preset: str, n_positions: int) -> nn.Module:
+def peer_gpt2(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
+    """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings, attention and residuals."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     p = MODEL_PRESETS[preset]
     config = GPT2Config(
-        vocab_size=VOCAB_SIZE, n_positions=n_positions, n_embd=p["d_model"], n_layer=p["n_layers"],
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=p["d_model"], n_layer=p["n_layers"],
         n_head=p["n_heads"], n_inner=4 * p["d_model"], activation_function="gelu",
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         bos_token_id=BOS_ID, eos_token_id=None, pad_token_id=PAD_ID,  # no EOS: decode exactly N tokens
     )
     return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
 
 
-def _peer_mbart(preset: str, n_positions: int) -> nn.Module:
+def peer_mbart(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
+    """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (FFN inside too)."""
     from transformers import MBartConfig, MBartForConditionalGeneration
 
     p = MODEL_PRESETS[preset]
     config = MBartConfig(
-        vocab_size=VOCAB_SIZE, max_position_embeddings=n_positions, d_model=p["d_model"],
+        vocab_size=vocab_size, max_position_embeddings=n_positions, d_model=p["d_model"],
         encoder_layers=p["n_layers"], decoder_layers=p["n_layers"],
         encoder_attention_heads=p["n_heads"], decoder_attention_heads=p["n_heads"],
         encoder_ffn_dim=4 * p["d_model"], decoder_ffn_dim=4 * p["d_model"], activation_function="gelu",
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        scale_embedding=True,  # ours scales embeddings by sqrt(d_model) too
+        dropout=dropout, attention_dropout=dropout, activation_dropout=dropout,
+        scale_embedding=False,  # as ours: token embeddings enter unscaled (ModelConfig.scale_embedding)
         pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=None, forced_eos_token_id=None,
         decoder_start_token_id=BOS_ID,
     )
@@ -157,7 +160,7 @@ def build_pair(arch: str, preset: str, n_positions: int, batch: dict[str, torch.
             lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
-            "GPT2LMHeadModel", _peer_gpt2(preset, n_positions),
+            "GPT2LMHeadModel", peer_gpt2(preset, n_positions),
             lambda m: m(input_ids=ids, labels=ids).loss,
             lambda m, prompt: m.generate(
                 prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
@@ -173,7 +176,7 @@ def build_pair(arch: str, preset: str, n_positions: int, batch: dict[str, torch.
             lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
-            "MBartForConditionalGeneration", _peer_mbart(preset, n_positions),
+            "MBartForConditionalGeneration", peer_mbart(preset, n_positions),
             lambda m: m(input_ids=src, attention_mask=src_mask, labels=tgt).loss,
             lambda m, source: m.generate(
                 source, attention_mask=source != PAD_ID, max_new_tokens=new_tokens,
@@ -686,7 +689,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark on one device in this process; print JSON lines as rows finish, or a table at the end.
 
     Returns 1 if any row holds an error (e.g. a failed compile), else 0.
+    ``--learning`` hands the remaining options to the learning-parity benchmark (``reftx_lib.learning``).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--learning" in argv:
+        from .learning import main as learning_main
+
+        argv.remove("--learning")
+        return learning_main(argv)
     args = parse_args(argv)
     started = time.perf_counter()
     rows = []

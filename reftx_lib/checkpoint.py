@@ -81,6 +81,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ba
     """Rebuild the model from the checkpoint's stored class and config, then load its weights."""
     ckpt = load_checkpoint(path, map_location)
     cls = MODEL_CLASSES[ckpt["model_class"]]
-    model = cls(config=ModelConfig(**ckpt["model_config"]))
+    model = cls(config=ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model

@@ -8,6 +8,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
+INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
+
+# A config stored before the embedding fix (issue #14) has none of these fields; its model was
+# built the 2017 way, so it must be rebuilt that way (see ``ModelConfig.from_dict``).
+_BEFORE_EMBEDDING_FIX = dict(scale_embedding=True, position_scale=1.0)
 
 # The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
 # ``smoke`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks,
@@ -43,6 +48,13 @@ class ModelConfig:
     sep_token_id: int = SEP_ID
     norm_first: bool = True  # pre-LN: stable when training from scratch
     tie_embeddings: bool = True
+    # The input embedding (``BaseLanguageModel._embed``). A pre-LN network never normalizes its
+    # residual stream before the final LayerNorm, so what the embedding writes there must be as
+    # small as what each block adds at initialization, and the position signal no larger than the
+    # token signal. The 2017 paper's x sqrt(d_model) and unit-amplitude sinusoids (post-LN, with
+    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``reftx_lib.learning``.
+    scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
+    position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -56,6 +68,11 @@ class ModelConfig:
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
                 f"allowed n_heads values here: {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
             )
+        if self.position_scale is None:
+            # Each sin/cos entry has RMS 1/sqrt(2); scaled by this, the positions' RMS is INIT_STD.
+            object.__setattr__(self, "position_scale", INIT_STD * 2**0.5)
+        if not self.position_scale > 0:
+            raise ValueError(f"position_scale must be positive, got {self.position_scale!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         specials = dict(pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
@@ -77,6 +94,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "ModelConfig":
+        """Rebuild a stored config (``to_dict``); one saved before the embedding fields existed keeps
+        the embedding it was trained with, so an old checkpoint still computes what it computed."""
+        return cls(**{**_BEFORE_EMBEDDING_FIX, **stored})
 
     def replace(self, **changes) -> "ModelConfig":
         return replace(self, **changes)

@@ -36,19 +36,22 @@ def append_to_cache(cache: KVCache, k: torch.Tensor, v: torch.Tensor) -> tuple[t
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Fixed sin/cos position signal (Vaswani et al. 2017, section 3.5).
+    """Fixed sin/cos position signal (Vaswani et al. 2017, section 3.5), times ``scale``.
 
     It has no parameters, so it never competes with the token embedding for
     capacity, and both architectures get exactly the same position information.
+    ``scale`` sets its size next to the token embeddings (``ModelConfig.position_scale``):
+    the paper's unit amplitude is over 30 times the size of N(0, 0.02) embeddings.
     """
 
-    def __init__(self, d_model: int, max_len: int) -> None:
+    def __init__(self, d_model: int, max_len: int, scale: float = 1.0) -> None:
         super().__init__()
         position = torch.arange(max_len).unsqueeze(1)  # (max_len, 1)
         div_term = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
         pe = torch.zeros(max_len, d_model)
         pe[:, 0::2] = torch.sin(position * div_term)
         pe[:, 1::2] = torch.cos(position * div_term[: d_model // 2])
+        pe *= scale
         self.register_buffer("pe", pe, persistent=False)  # (max_len, D)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -159,16 +162,19 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: D -> d_ff -> D with GELU."""
+    """Position-wise MLP: D -> d_ff -> D with (exact) GELU.
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    No dropout inside: as in the 2017 paper and GPT-2, dropout acts on the sub-layer's
+    output (``_Residual``); one more inside slowed early learning (``reftx_lib.learning``).
+    """
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class _Residual(nn.Module):
@@ -196,7 +202,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm_first: bool) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff)
         self.attn_block = _Residual(d_model, dropout, norm_first)
         self.ffn_block = _Residual(d_model, dropout, norm_first)
 
@@ -224,7 +230,7 @@ class DecoderLayer(nn.Module):
         self.self_block = _Residual(d_model, dropout, norm_first)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout) if cross_attention else None
         self.cross_block = _Residual(d_model, dropout, norm_first) if cross_attention else None
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff)
         self.ffn_block = _Residual(d_model, dropout, norm_first)
 
     def forward(

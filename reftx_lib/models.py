@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import INIT_STD, ModelConfig
 from .generation import generate as _generate
-from .layers import DecoderLayer, EncoderLayer, SinusoidalPositionalEncoding, key_padding_mask
+from .layers import DecoderLayer, EncoderLayer, FeedForward, MultiHeadAttention, SinusoidalPositionalEncoding, key_padding_mask
 from .loss import IGNORE_INDEX, cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
 
@@ -56,7 +56,7 @@ class BaseLanguageModel(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale)
         self.drop = nn.Dropout(c.dropout)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
@@ -70,15 +70,30 @@ class BaseLanguageModel(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig | dict) -> "BaseLanguageModel":
         """Rebuild a model from a stored config (as saved in checkpoints)."""
-        return cls(config=config if isinstance(config, ModelConfig) else ModelConfig(**config))
+        return cls(config=config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config))
+
+    def _stacks(self) -> list[nn.ModuleList]:
+        """The layer stacks, each with a residual stream of its own."""
+        raise NotImplementedError
 
     def _init_weights(self) -> None:
-        """GPT-2 style init (N(0, 0.02), zero biases): the same for both models and the HF peers."""
+        """GPT-2's initialization, for both models: N(0, 0.02) weights and embeddings, zero biases,
+        and each projection that writes into a residual stream at 0.02 / sqrt(writes in its stack).
+
+        The scaling keeps the stream's growth over the stack independent of depth (GPT-2,
+        Radford et al. 2019, section 2.3): ``2 * n_layers`` writes in a decoder-only stack or an
+        encoder, ``3 * n_layers`` in a decoder with cross-attention.
+        """
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+        for stack in self._stacks():
+            writers = [m.out_proj for m in stack.modules() if isinstance(m, MultiHeadAttention)]
+            writers += [m.fc2 for m in stack.modules() if isinstance(m, FeedForward)]
+            for linear in writers:
+                nn.init.normal_(linear.weight, mean=0.0, std=INIT_STD / math.sqrt(len(writers)))
 
     # ----------------------------------------------------------------- inputs
     def _check_ids(self, ids: torch.Tensor, name: str) -> None:
@@ -113,8 +128,17 @@ class BaseLanguageModel(nn.Module):
         return {"input_ids": ids, "labels": ids}
 
     def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """(B, T) ids -> (B, T, D): scaled token embedding plus position, as in the 2017 paper."""
-        return self.drop(self.pos(self.embed(ids) * math.sqrt(self.config.d_model), offset))
+        """(B, T) ids -> (B, T, D): token embedding plus position, the start of the residual stream.
+
+        Token rows start at N(0, 0.02) and the sinusoids at the same RMS (``ModelConfig.position_scale``),
+        so neither drowns the other, nor what the first blocks add. The 2017 paper's recipe
+        (``scale_embedding=True, position_scale=1.0``) puts RMS 0.71 of position next to 0.32 of
+        token at d_model 128: the model then sits on the unigram plateau for hundreds of steps.
+        """
+        tokens = self.embed(ids)  # (B, T, D)
+        if self.config.scale_embedding:
+            tokens = tokens * math.sqrt(self.config.d_model)
+        return self.drop(self.pos(tokens, offset))
 
     def _head_and_loss(self, hidden: torch.Tensor, labels: torch.Tensor | None,
                        return_logits: bool) -> dict[str, torch.Tensor]:
@@ -231,6 +255,9 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
         self._init_weights()
 
+    def _stacks(self) -> list[nn.ModuleList]:
+        return [self.layers]
+
     def _decode(self, ids, caches=None, offset=0, need_weights=False):
         """Final hidden states (B, T, D), before the output head, and the attention weights."""
         x = self._embed(ids, offset)  # (B, T, D)
@@ -313,6 +340,9 @@ class ReferenceTransformer(BaseLanguageModel):
         self.encoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
         self.decoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
         self._init_weights()
+
+    def _stacks(self) -> list[nn.ModuleList]:
+        return [self.encoder_layers, self.decoder_layers]
 
     def _has_encoder(self) -> bool:
         return True

@@ -1,0 +1,433 @@
+"""Learning-parity benchmark: does a training step of ours teach as much as a step of the peer?
+
+``reftx_lib.bench`` shows that a step of ours costs no more than a step of the
+Hugging Face peer. That says nothing about what a step is worth: a model that
+is fast but learns less per step gives worse answers for the same CPU time.
+This benchmark trains each of our models and its peer with everything held
+equal and compares their validation losses along the way:
+
+- ``ReferenceDecoderOnly`` against ``GPT2LMHeadModel``, ``ReferenceTransformer``
+  against ``MBartForConditionalGeneration`` (pre-LN, ``scale_embedding`` like ours),
+  both at the same size (``tiny`` by default), with dropout 0.1;
+- the same tokenizer, the same batches of ``batch_size`` rows in the same order,
+  the same AdamW (weight decay on matrices only, as ``reftx_lib.trainer`` does),
+  the same warm-up + cosine schedule and gradient clipping;
+- on three corpora: the course's textbooks and SAMSum, and TinyStories. Raw text
+  is cut into documents of at most ``max_doc_tokens``; the decoder-only models
+  read ``[BOS] doc [EOS]``, the encoder-decoders the midpoint split
+  ``first half [SEP] second half [EOS]``. On SAMSum the encoder-decoders read
+  ``dialogue [SEP] summary [EOS]`` and the decoder-only models the same row as
+  one text after ``[BOS]``;
+- one validation loss for both sides: the token-weighted mean cross-entropy of
+  each model's logits on exactly the same target tokens (``_target_nll``).
+
+Each side trains through its ordinary training call (ours as
+``reftx_lib.trainer`` calls it, the peers with ``labels=``). The controls
+printed with it: the loss of an add-one-smoothed unigram model fitted on the
+training targets (a model that ignores context scores this), and, with several
+``--seeds``, how far two seeds of the same side lie apart (the noise a
+difference must exceed). ``--ours-variant`` adds our model built with other
+``ModelConfig`` values, for instance the initialization it had before
+(``embed_init_std=0.02``), so a lesson can show the difference the fix makes.
+
+Run: ``python -m reftx_lib bench --learning --save cpu``. The result goes to
+``results/bench/learning-<save>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import pad_batch
+from .config import BOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
+from .loss import IGNORE_INDEX
+from .models import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+
+CORPORA = ("textbooks", "samsum", "tinystories")
+ARCHITECTURES = ("decoder-only", "encoder-decoder")
+PEERS = {"decoder-only": "GPT2LMHeadModel", "encoder-decoder": "MBartForConditionalGeneration"}
+
+
+@dataclass
+class LearningSetup:
+    """Everything both sides share. The defaults are the settings of issue #14 (tiny, 150 steps)."""
+
+    size: str = "tiny"
+    steps: int = 150
+    warmup_steps: int = 20
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    batch_size: int = 16  # rows per step
+    max_doc_tokens: int = 254  # raw-text documents are cut to this many tokens
+    max_source_len: int = 254  # SAMSum dialogues
+    max_target_len: int = 64  # SAMSum summaries, EOS included
+    eval_every: int = 25
+    n_val: int = 128  # validation rows, the same for every evaluation and both sides
+    tolerance: float = 0.02  # nats our validation loss may lie above the peer's after warm-up
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if self.size not in MODEL_PRESETS:
+            raise ValueError(f"unknown size {self.size!r}; allowed values: {sorted(MODEL_PRESETS)}")
+        for name in ("steps", "batch_size", "max_doc_tokens", "eval_every", "n_val"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        self.betas = tuple(self.betas)
+
+    def eval_steps(self) -> list[int]:
+        """Steps at which both sides are evaluated: 0 (untrained), every ``eval_every``, and the last."""
+        return sorted({0, self.steps, *range(self.eval_every, self.steps + 1, self.eval_every)})
+
+
+# --------------------------------------------------------------------- data
+def corpus_rows(corpus: str, arch: str, tokenizer, setup: LearningSetup) -> tuple[list[list[int]], list[list[int]]]:
+    """Training rows and the first ``n_val`` validation rows of ``corpus`` in ``arch``'s layout."""
+    from datasets import DatasetDict
+
+    from .data import load_corpus
+    from .preprocessing import encode_documents, encode_midpoint, encode_samsum
+
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; allowed values: {list(CORPORA)}")
+    ds = load_corpus(corpus)
+    ds = DatasetDict(train=ds["train"], validation=ds["validation"])
+    if corpus == "samsum":
+        data, _ = encode_samsum(ds, tokenizer, max_source_len=setup.max_source_len,
+                                max_target_len=setup.max_target_len)
+        wrap = (lambda row: [BOS_ID] + row) if arch == "decoder-only" else (lambda row: row)
+        train, val = ([wrap(r) for r in data[s]["input_ids"]] for s in ("train", "validation"))
+    else:
+        encode = encode_documents if arch == "decoder-only" else encode_midpoint
+        data, _ = encode(ds, tokenizer, max_doc_tokens=setup.max_doc_tokens)
+        train, val = data["train"]["input_ids"], data["validation"]["input_ids"]
+    if len(val) < setup.n_val:
+        raise ValueError(f"{corpus}: only {len(val)} validation rows, fewer than n_val={setup.n_val}; lower --n-val")
+    return list(train), list(val[: setup.n_val])
+
+
+def batch_order(n_rows: int, setup: LearningSetup, seed: int) -> list[list[int]]:
+    """Row indices of every training batch: shuffled epochs of ``batch_size`` rows, the same for both sides."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < setup.steps * setup.batch_size:
+        epoch = list(range(n_rows))
+        rng.shuffle(epoch)
+        order += epoch
+    return [order[i * setup.batch_size : (i + 1) * setup.batch_size] for i in range(setup.steps)]
+
+
+def unigram_nll(train_targets: list[list[int]], val_targets: list[list[int]], vocab_size: int) -> float:
+    """Mean NLL (nats) of an add-one-smoothed unigram model fitted on ``train_targets``.
+
+    The control a context-free model reaches: a language model whose loss sits
+    here has learned word frequencies and nothing else.
+    """
+    counts = Counter(t for row in train_targets for t in row)
+    total = sum(counts.values()) + vocab_size
+    val = [t for row in val_targets for t in row]
+    return -sum(math.log((counts[t] + 1) / total) for t in val) / len(val)
+
+
+# ------------------------------------------------------------------- sides
+@dataclass
+class Batch:
+    """One padded batch in the tensors both sides read; ``targets`` line up with the logits.
+
+    Decoder-only: ``ids`` (B, T), targets (B, T) = next token, -100 where none.
+    Encoder-decoder: ``src`` (B, S), ``dec_in`` (B, T) = [BOS] + target[:-1], targets (B, T).
+    """
+
+    ids: torch.Tensor
+    targets: torch.Tensor
+    src: torch.Tensor | None = None
+    dec_in: torch.Tensor | None = None
+
+
+def make_batch(rows: list[list[int]], arch: str, splitter: ReferenceTransformer | None) -> Batch:
+    """Pad ``rows`` and, for the encoder-decoder, split them at SEP the way our model does."""
+    ids = pad_batch(rows)  # (B, L)
+    if arch == "decoder-only":
+        targets = F.pad(ids[:, 1:], (0, 1), value=PAD_ID)  # (B, T): logits at t predict ids at t+1
+        return Batch(ids, targets.masked_fill(targets == PAD_ID, IGNORE_INDEX))
+    src, tgt, _ = splitter.split_packed(ids)  # (B, S), (B, T)
+    return Batch(ids, tgt.masked_fill(tgt == PAD_ID, IGNORE_INDEX), src, splitter._shift_right(tgt))
+
+
+@dataclass
+class Side:
+    """One model with its ordinary training call and its logits on a batch."""
+
+    name: str
+    model: nn.Module
+    train_loss: Callable[[Batch], torch.Tensor]
+    logits: Callable[[Batch], torch.Tensor]  # (B, T, V), aligned with batch.targets
+
+
+def ours(arch: str, setup: LearningSetup, vocab_size: int, max_len: int, name: str = "ours",
+         **overrides) -> Side:
+    """Our model for ``arch``, trained as ``reftx_lib.trainer`` trains it (fused head + loss on CPU)."""
+    cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
+    model: BaseLanguageModel = cls.from_preset(setup.size, vocab_size=vocab_size, dropout=setup.dropout,
+                                               max_len=max_len, **overrides)
+    if arch == "decoder-only":
+        return Side(name, model, lambda b: model(b.ids, labels=b.ids, check_ids=False, return_logits=False)["loss"],
+                    lambda b: model(b.ids, check_ids=False)["logits"])
+    return Side(name, model,
+                lambda b: model(**model.training_inputs(b.ids), check_ids=False, return_logits=False)["loss"],
+                lambda b: model(src_ids=b.src, tgt_ids=b.targets.clamp(min=0), check_ids=False)["logits"])
+
+
+def peer(arch: str, setup: LearningSetup, vocab_size: int, max_len: int) -> Side:
+    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench``), with our dropout on every path."""
+    from .bench import peer_gpt2, peer_mbart
+
+    if arch == "decoder-only":
+        model = peer_gpt2(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
+        return Side(PEERS[arch], model,
+                    lambda b: model(input_ids=b.ids, attention_mask=b.ids != PAD_ID,
+                                    labels=b.ids.masked_fill(b.ids == PAD_ID, IGNORE_INDEX)).loss,
+                    lambda b: model(input_ids=b.ids, attention_mask=b.ids != PAD_ID).logits)
+    model = peer_mbart(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
+
+    def forward(b: Batch, **labels):
+        return model(input_ids=b.src, attention_mask=b.src != PAD_ID, decoder_input_ids=b.dec_in, **labels)
+
+    return Side(PEERS[arch], model, lambda b: forward(b, labels=b.targets).loss, lambda b: forward(b).logits)
+
+
+# --------------------------------------------------------------- training
+def _target_nll(side: Side, batches: list[Batch]) -> float:
+    """Token-weighted mean cross-entropy (nats) of ``side`` on the targets of ``batches``, in eval mode."""
+    side.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            logits = side.logits(b)  # (B, T, V)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), b.targets.reshape(-1),
+                                           ignore_index=IGNORE_INDEX, reduction="sum"))
+            count += int((b.targets != IGNORE_INDEX).sum())
+    side.model.train()
+    return total / count
+
+
+def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch], setup: LearningSetup,
+               seed: int, progress: bool = True) -> dict:
+    """Train ``side`` on ``train_batches`` in order; return its validation curve and training time.
+
+    The optimizer and schedule are the trainer's own (``make_optimizer``, ``lr_lambda``),
+    so the peer trains exactly as a course model would.
+    """
+    from tqdm.auto import tqdm
+
+    from .trainer import TrainConfig, lr_lambda, make_optimizer
+
+    config = TrainConfig(max_steps=setup.steps, lr=setup.lr, min_lr_ratio=setup.min_lr_ratio,
+                         warmup_steps=setup.warmup_steps, weight_decay=setup.weight_decay, betas=setup.betas,
+                         grad_clip=setup.grad_clip)
+    optimizer = make_optimizer(side.model, config, torch.device("cpu"))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, setup.warmup_steps, setup.steps, setup.min_lr_ratio))
+    evals = set(setup.eval_steps())
+    curve = [[0, _target_nll(side, val_batches)]]
+    torch.manual_seed(seed + 1)  # dropout masks
+    side.model.train()
+    seconds = 0.0
+    for step, batch in enumerate(tqdm(train_batches, desc=side.name, disable=not progress, leave=False), 1):
+        start = time.perf_counter()
+        loss = side.train_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(side.model.parameters(), setup.grad_clip)
+        optimizer.step()
+        schedule.step()
+        seconds += time.perf_counter() - start
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{side.name}: training loss {loss.item()} at step {step}")
+        if step in evals:
+            curve.append([step, _target_nll(side, val_batches)])
+    return {"curve": [[s, round(v, 5)] for s, v in curve], "train_seconds": round(seconds, 2)}
+
+
+def compare(corpus: str, arch: str, tokenizer, setup: LearningSetup,
+            variants: dict[str, dict] | None = None, progress: bool = True) -> dict:
+    """Train ours, the peer and any ``variants`` of ours on one corpus, for every seed; one result row.
+
+    ``variants`` maps a name to ``ModelConfig`` overrides of our model (e.g. the
+    initialization before a fix). The row holds every curve, the unigram control,
+    the per-step difference ours - peer (mean over seeds) and the seed spread.
+    """
+    train_rows, val_rows = corpus_rows(corpus, arch, tokenizer, setup)
+    max_len = max(len(r) for r in train_rows + val_rows) + 1
+    vocab = len(tokenizer)
+    splitter = ReferenceTransformer(vocab_size=vocab, d_model=8, n_layers=1, n_heads=1) \
+        if arch == "encoder-decoder" else None  # only its split_packed / _shift_right are used
+    val_batches = [make_batch(val_rows[i : i + 32], arch, splitter) for i in range(0, len(val_rows), 32)]
+
+    def targets(rows: list[list[int]]) -> list[list[int]]:  # the tokens each row's loss counts
+        return [r[1:] if arch == "decoder-only" else r[r.index(SEP_ID) + 1 :] for r in rows]
+
+    builders: dict[str, Callable[[], Side]] = {
+        "ours": lambda: ours(arch, setup, vocab, max_len),
+        "peer": lambda: peer(arch, setup, vocab, max_len),
+    }
+    for name, overrides in (variants or {}).items():
+        builders[name] = lambda o=overrides, n=name: ours(arch, setup, vocab, max_len, name=n, **o)
+    runs: dict[str, dict[str, dict]] = {name: {} for name in builders}
+    for seed in setup.seeds:
+        train_batches = [make_batch([train_rows[i] for i in index], arch, splitter)
+                         for index in batch_order(len(train_rows), setup, seed)]
+        for name, build in builders.items():
+            torch.manual_seed(seed)
+            runs[name][str(seed)] = train_side(build(), train_batches, val_batches, setup, seed, progress)
+    steps = setup.eval_steps()
+
+    def mean_curve(name: str) -> list[float]:
+        return [sum(r["curve"][i][1] for r in runs[name].values()) / len(setup.seeds) for i in range(len(steps))]
+
+    ours_mean, peer_mean = mean_curve("ours"), mean_curve("peer")
+    diff = [round(o - p, 4) for o, p in zip(ours_mean, peer_mean)]
+    after_warmup = [d for s, d in zip(steps, diff) if s > setup.warmup_steps]
+    spread = {name: max((max(r["curve"][i][1] for r in per_seed.values())
+                         - min(r["curve"][i][1] for r in per_seed.values())
+                         for i, s in enumerate(steps) if s > setup.warmup_steps), default=0.0)
+              for name, per_seed in runs.items()} if len(setup.seeds) > 1 else None
+    return {
+        "corpus": corpus, "arch": arch, "model": "ReferenceDecoderOnly" if arch == "decoder-only" else "ReferenceTransformer",
+        "peer_model": PEERS[arch],
+        "train_rows": len(train_rows), "val_rows": len(val_rows),
+        "val_tokens": sum(int((b.targets != IGNORE_INDEX).sum()) for b in val_batches),
+        "unigram_loss": round(unigram_nll(targets(train_rows), targets(val_rows), vocab), 4),
+        "steps": steps, "ours": [round(v, 4) for v in ours_mean], "peer": [round(v, 4) for v in peer_mean],
+        "diff": diff, "max_diff_after_warmup": max(after_warmup), "seed_spread": spread,
+        "within_tolerance": max(after_warmup) <= setup.tolerance,
+        "variants": {name: [round(v, 4) for v in mean_curve(name)] for name in builders if name not in ("ours", "peer")},
+        "runs": runs,
+    }
+
+
+# -------------------------------------------------------------------- report
+def format_rows(rows: list[dict], setup: LearningSetup) -> str:
+    """A text table per row: validation loss of both sides at every evaluation, the difference, the controls."""
+    lines = []
+    for r in rows:
+        lines.append(f"{r['arch']} on {r['corpus']}: {r['model']} vs {r['peer_model']} ({r['val_tokens']:,} validation "
+                     f"tokens; unigram {r['unigram_loss']:.3f})")
+        names = ["ours", "peer", *r["variants"]]
+        curves = {"ours": r["ours"], "peer": r["peer"], **r["variants"]}
+        lines.append("  step " + "".join(f"{n:>14s}" for n in names) + f"{'ours - peer':>14s}")
+        for i, step in enumerate(r["steps"]):
+            lines.append(f"  {step:4d} " + "".join(f"{curves[n][i]:14.3f}" for n in names) + f"{r['diff'][i]:+14.3f}")
+        spread = "" if r["seed_spread"] is None else (
+            "; seed spread after warm-up: " + ", ".join(f"{n} {v:.3f}" for n, v in r["seed_spread"].items()))
+        verdict = "within" if r["within_tolerance"] else "NOT within"
+        lines.append(f"  largest ours - peer after warm-up {r['max_diff_after_warmup']:+.3f} nats: {verdict} "
+                     f"{setup.tolerance} of the peer{spread}")
+    lines.append(f"validation loss in nats (mean over seeds {setup.seeds}); size {setup.size}, {setup.steps} steps of "
+                 f"{setup.batch_size} rows, lr {setup.lr}, warm-up {setup.warmup_steps}, dropout {setup.dropout}")
+    return "\n".join(lines)
+
+
+def _compare_job(task: tuple) -> dict:
+    """One ``compare`` call with its own thread count: a ``--jobs`` worker runs in a fresh process."""
+    corpus, arch, setup, variants, threads, progress = task
+    if threads:
+        torch.set_num_threads(threads)
+    from .tokenizer import load_tokenizer
+
+    return compare(corpus, arch, load_tokenizer(8192), setup, variants, progress)
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:key=value,key=value`` -> (name, ModelConfig overrides); values are read as JSON."""
+    name, _, spec = text.partition(":")
+    if not name or not spec:
+        raise argparse.ArgumentTypeError(f"--ours-variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE], "
+                                         "e.g. before-fix:embed_init_std=0.02")
+    overrides = {}
+    for item in spec.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"--ours-variant {text!r}: {item!r} is not KEY=VALUE")
+        overrides[key] = json.loads(value)
+    return name, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reftx_lib bench --learning``: run, print the tables, optionally save; 1 if a row misses the target."""
+    p = argparse.ArgumentParser(prog="python -m reftx_lib bench --learning", description=__doc__.split("\n")[0])
+    defaults = LearningSetup()
+    p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
+    p.add_argument("--corpora", nargs="+", choices=CORPORA, default=list(CORPORA))
+    for name in ("size", "steps", "warmup_steps", "batch_size", "eval_every", "n_val", "max_doc_tokens"):
+        value = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                       choices=sorted(MODEL_PRESETS) if name == "size" else None)
+    p.add_argument("--seeds", nargs="+", type=int, default=defaults.seeds)
+    p.add_argument("--ours-variant", action="append", type=parse_variant, default=[],
+                   help="also train ours with ModelConfig overrides, NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--threads", type=int, help="CPU threads for torch in each job (default: torch's choice)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="(architecture, corpus) rows trained at once in separate processes; on a small CPU "
+                        "two jobs of one thread each finish sooner than one job of two threads")
+    p.add_argument("--save", metavar="NAME", help="store the rows in results/bench/learning-<NAME>.json")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        setup = LearningSetup(size=args.size, steps=args.steps, warmup_steps=args.warmup_steps,
+                              batch_size=args.batch_size, eval_every=args.eval_every, n_val=args.n_val,
+                              max_doc_tokens=args.max_doc_tokens, max_source_len=args.max_doc_tokens,
+                              seeds=args.seeds)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    from .results import provenance, save_results
+
+    started = time.perf_counter()
+    config = {**vars(args), "setup": asdict(setup), "threads": args.threads or torch.get_num_threads()}
+    prov = provenance(args.save or "", torch.device("cpu"), config, 0.0)  # the commit that runs, taken now
+    tasks = [(corpus, arch, setup, dict(args.ours_variant), args.threads, not args.no_progress and args.jobs == 1)
+             for arch in args.archs for corpus in args.corpora]
+    rows = []
+    if args.jobs == 1:
+        results = map(_compare_job, tasks)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_compare_job, tasks)
+    for row in results:  # in task order, printed as each finishes
+        rows.append(row)
+        print(format_rows([row], setup).rsplit("\n", 1)[0], flush=True)
+    print(format_rows(rows, setup).rsplit("\n", 1)[1])
+    if args.save:
+        metrics = {"rows": rows, "setup": asdict(setup),
+                   "max_diff_after_warmup": max(r["max_diff_after_warmup"] for r in rows),
+                   "rows_within_tolerance": sum(r["within_tolerance"] for r in rows), "n_rows": len(rows)}
+        prov["wall_time_s"] = round(time.perf_counter() - started, 1)
+        print(f"saved {save_results('bench', f'learning-{args.save}', metrics, prov)}", file=sys.stderr)
+    return 0 if all(r["within_tolerance"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
