@@ -54,9 +54,9 @@ class SinusoidalPositionalEncoding(nn.Module):
         pe *= scale
         self.register_buffer("pe", pe, persistent=False)  # (max_len, D)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Add the encoding for positions ``offset .. offset+T-1`` to x (B, T, D)."""
-        return x + self.pe[offset : offset + x.size(1)]
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        """The encoding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the caller."""
+        return self.pe[offset : offset + length]
 
 
 def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:

@@ -356,6 +356,58 @@ def _compare_job(task: tuple) -> dict:
     return compare(corpus, arch, load_tokenizer(8192), setup, variants, progress)
 
 
+def verdict_lines(metrics: dict) -> list[str]:
+    """One computed verdict per stored row: ours against the peer after warm-up, against the seed noise,
+    and how far the variants (e.g. the 2017 embedding) and the unigram control lie at the last step."""
+    setup = metrics["setup"]
+    lines = []
+    for r in metrics["rows"]:
+        gap = r["max_diff_after_warmup"]
+        noise = "" if r["seed_spread"] is None else (
+            f" (seeds {setup['seeds']}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
+            f"the peer by {r['seed_spread']['peer']:.3f})")
+        verdict = "within" if r["within_tolerance"] else "NOT within"
+        line = (f"{r['arch']} on {r['corpus']}: ours - {r['peer_model']} after warm-up at most {gap:+.3f} nats, "
+                f"{verdict} the {setup['tolerance']} target{noise}; at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, "
+                f"peer {r['peer'][-1]:.3f}, unigram {r['unigram_loss']:.3f}")
+        for name, curve in r["variants"].items():
+            line += f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours)"
+        lines.append(line)
+    return lines
+
+
+def plot_curves(metrics: dict):
+    """Validation loss against step for every stored row (columns: corpora, rows: architectures).
+
+    Ours and the peer are drawn with the band their seeds span, each variant as a dashed
+    line, and the unigram control as a grey line: the plateau a context-free model sits on.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = metrics["rows"]
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    fig, axes = plt.subplots(len(archs), len(corpora), figsize=(4.6 * len(corpora), 3.4 * len(archs)),
+                             squeeze=False, sharex=True)
+    for r in rows:
+        ax = axes[archs.index(r["arch"])][corpora.index(r["corpus"])]
+        for key, label, color in (("ours", r["model"], "C0"), ("peer", r["peer_model"], "C1")):
+            ax.plot(r["steps"], r[key], color=color, label=label)
+            per_seed = [[v for _, v in run["curve"]] for run in r["runs"][key].values()]
+            ax.fill_between(r["steps"], [min(v) for v in zip(*per_seed)], [max(v) for v in zip(*per_seed)],
+                            color=color, alpha=0.25, linewidth=0)
+        for i, (name, curve) in enumerate(r["variants"].items()):
+            ax.plot(r["steps"], curve, color=f"C{i + 2}", linestyle="--", label=f"ours, {name}")
+        ax.axhline(r["unigram_loss"], color="grey", linewidth=1, label="unigram model")
+        ax.set_title(f"{r['arch']} on {r['corpus']}", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation loss (nats)")
+    for row in axes:
+        row[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """``name:key=value,key=value`` -> (name, ModelConfig overrides); values are read as JSON."""
     name, _, spec = text.partition(":")

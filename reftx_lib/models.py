@@ -127,18 +127,24 @@ class BaseLanguageModel(nn.Module):
         self._check_ids(ids, "input_ids")
         return {"input_ids": ids, "labels": ids}
 
-    def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """(B, T) ids -> (B, T, D): token embedding plus position, the start of the residual stream.
+    def input_signals(self, ids: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token signal (B, T, D) and the position signal (T, D) whose sum starts the residual stream.
 
-        Token rows start at N(0, 0.02) and the sinusoids at the same RMS (``ModelConfig.position_scale``),
-        so neither drowns the other, nor what the first blocks add. The 2017 paper's recipe
-        (``scale_embedding=True, position_scale=1.0``) puts RMS 0.71 of position next to 0.32 of
-        token at d_model 128: the model then sits on the unigram plateau for hundreds of steps.
+        Their sizes decide what the first layers see. Token rows start at N(0, 0.02) and the
+        sinusoids at the same RMS (``ModelConfig.position_scale``), so neither drowns the other,
+        nor what the first blocks add. The 2017 paper's recipe (``scale_embedding=True,
+        position_scale=1.0``) on these N(0, 0.02) rows puts three times more position than token
+        into the stream at d_model 128, and the model sits on the unigram plateau for hundreds of steps.
         """
         tokens = self.embed(ids)  # (B, T, D)
         if self.config.scale_embedding:
             tokens = tokens * math.sqrt(self.config.d_model)
-        return self.drop(self.pos(tokens, offset))
+        return tokens, self.pos(ids.size(1), offset)
+
+    def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D): token plus position signal, with dropout."""
+        tokens, positions = self.input_signals(ids, offset)
+        return self.drop(tokens + positions)
 
     def _head_and_loss(self, hidden: torch.Tensor, labels: torch.Tensor | None,
                        return_logits: bool) -> dict[str, torch.Tensor]:

@@ -141,6 +141,9 @@ HEADLINES: dict[str, list[tuple]] = {
               ("rows slower than the peer (95% CI below 1)", "rows_slower", "{}"),
               ("min real-data / fixed-shape", "min_real_data_ratio", "{:.2f}")],
 }
+# ``results/bench/learning-<name>.json`` (``python -m reftx_lib bench --learning``): what a step teaches.
+LEARNING_HEADLINES = [("largest val-loss gap ours - peer after warm-up (nats)", "max_diff_after_warmup", "{:+.3f}"),
+                      ("rows within 0.02 nats", "rows_within_tolerance", "{}"), ("of", "n_rows", "{}")]
 
 
 def readme_table() -> str:
@@ -153,9 +156,10 @@ def readme_table() -> str:
             if stored is None or preset.startswith("smoke"):
                 continue
             m, p = stored["metrics"], stored["provenance"]
+            shown = LEARNING_HEADLINES if experiment == "bench" and preset.startswith("learning-") else headlines
             numbers = "; ".join(
                 f"{h[0]} {h[2].format(value) if len(h) > 2 and value is not None else _fmt(value)}"
-                for h in headlines for value in [_lookup(m, h[1])])
+                for h in shown for value in [_lookup(m, h[1])])
             rows.append(f"| {experiment} | {preset} | {numbers} | {p['device']} | {p['commit']} | {p['date']} |")
     return "\n".join(rows)
 
