@@ -333,9 +333,11 @@ def format_rows(rows: list[dict], setup: LearningSetup) -> str:
                      f"tokens; unigram {r['unigram_loss']:.3f})")
         names = ["ours", "peer", *r["variants"]]
         curves = {"ours": r["ours"], "peer": r["peer"], **r["variants"]}
-        lines.append("  step " + "".join(f"{n:>14s}" for n in names) + f"{'ours - peer':>14s}")
+        widths = [max(14, len(n) + 2) for n in names]
+        lines.append("  step " + "".join(f"{n:>{w}s}" for n, w in zip(names, widths)) + f"{'ours - peer':>14s}")
         for i, step in enumerate(r["steps"]):
-            lines.append(f"  {step:4d} " + "".join(f"{curves[n][i]:14.3f}" for n in names) + f"{r['diff'][i]:+14.3f}")
+            lines.append(f"  {step:4d} " + "".join(f"{curves[n][i]:{w}.3f}" for n, w in zip(names, widths))
+                         + f"{r['diff'][i]:+14.3f}")
         spread = "" if r["seed_spread"] is None else (
             "; seed spread after warm-up: " + ", ".join(f"{n} {v:.3f}" for n, v in r["seed_spread"].items()))
         verdict = "within" if r["within_tolerance"] else "NOT within"
@@ -373,6 +375,9 @@ def verdict_lines(metrics: dict) -> list[str]:
         for name, curve in r["variants"].items():
             line += f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours)"
         lines.append(line)
+    planned = metrics.get("n_rows_planned", len(metrics["rows"]))
+    if len(metrics["rows"]) < planned:
+        lines.append(f"only {len(metrics['rows'])} of the {planned} planned rows were run: the others are not measured")
     return lines
 
 
@@ -468,16 +473,18 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_compare_job, tasks)
-    for row in results:  # in task order, printed as each finishes
+    for row in results:  # in task order, printed and stored as each finishes: a stopped run keeps its rows
         rows.append(row)
         print(format_rows([row], setup).rsplit("\n", 1)[0], flush=True)
+        if args.save:
+            metrics = {"rows": rows, "setup": asdict(setup), "n_rows": len(rows), "n_rows_planned": len(tasks),
+                       "max_diff_after_warmup": max(r["max_diff_after_warmup"] for r in rows),
+                       "rows_within_tolerance": sum(r["within_tolerance"] for r in rows)}
+            prov["wall_time_s"] = round(time.perf_counter() - started, 1)
+            path = save_results("bench", f"learning-{args.save}", metrics, prov)
     print(format_rows(rows, setup).rsplit("\n", 1)[1])
     if args.save:
-        metrics = {"rows": rows, "setup": asdict(setup),
-                   "max_diff_after_warmup": max(r["max_diff_after_warmup"] for r in rows),
-                   "rows_within_tolerance": sum(r["within_tolerance"] for r in rows), "n_rows": len(rows)}
-        prov["wall_time_s"] = round(time.perf_counter() - started, 1)
-        print(f"saved {save_results('bench', f'learning-{args.save}', metrics, prov)}", file=sys.stderr)
+        print(f"saved {path}", file=sys.stderr)
     return 0 if all(r["within_tolerance"] for r in rows) else 1
 
 

@@ -143,7 +143,8 @@ HEADLINES: dict[str, list[tuple]] = {
 }
 # ``results/bench/learning-<name>.json`` (``python -m reftx_lib bench --learning``): what a step teaches.
 LEARNING_HEADLINES = [("largest val-loss gap ours - peer after warm-up (nats)", "max_diff_after_warmup", "{:+.3f}"),
-                      ("rows within 0.02 nats", "rows_within_tolerance", "{}"), ("of", "n_rows", "{}")]
+                      ("rows within 0.02 nats", "rows_within_tolerance", "{}"), ("of", "n_rows", "{}"),
+                      ("planned", "n_rows_planned", "{}")]
 
 
 def readme_table() -> str:

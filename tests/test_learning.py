@@ -119,7 +119,7 @@ def test_learning_benchmark_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys)
                                                         ("encoder-decoder", "tinystories")]
     for r in rows:
         assert r["steps"] == [0, 4, 8, 12] and len(r["ours"]) == len(r["peer"]) == len(r["variants"]["2017"]) == 4
-        assert r["diff"] == [round(o - p, 4) for o, p in zip(r["ours"], r["peer"])]
+        assert r["diff"] == pytest.approx([o - p for o, p in zip(r["ours"], r["peer"])], abs=2e-4)
         assert 0 < r["unigram_loss"] < math.log(8192) < r["ours"][0] + 0.5  # untrained: about log V
         assert r["ours"][-1] < r["ours"][0] and r["peer"][-1] < r["peer"][0]
         assert r["within_tolerance"], r
