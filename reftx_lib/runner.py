@@ -6,8 +6,8 @@ through an injected cell, so an executed notebook keeps exactly one
 """
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +75,16 @@ def run_course(preset: str, only: list[str] | None = None, update_notebooks: boo
         results.append(NotebookResult(path.name, seconds, error))
         print(f"    {'FAILED' if error else 'ok'} in {seconds:.0f} s" + (f": {error}" if error else ""), flush=True)
         if update_notebooks and error is None:
-            shutil.copyfile(output, path)
+            path.write_text(_without_machine_paths(output.read_text()))
     return results
+
+
+def _without_machine_paths(text: str) -> str:
+    """The executed notebook without papermill's input/output paths, which name this machine's folders."""
+    nb = json.loads(text)
+    for key in ("input_path", "output_path"):
+        nb.get("metadata", {}).get("papermill", {}).pop(key, None)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
 def report(results: list[NotebookResult]) -> int:
