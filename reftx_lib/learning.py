@@ -28,7 +28,7 @@ training targets (a model that ignores context scores this), and, with several
 ``--seeds``, how far two seeds of the same side lie apart (the noise a
 difference must exceed). ``--ours-variant`` adds our model built with other
 ``ModelConfig`` values, for instance the initialization it had before
-(``embed_init_std=0.02``), so a lesson can show the difference the fix makes.
+(``scale_embedding=True, position_scale=1.0``), so a lesson can show the difference the fix makes.
 
 Run: ``python -m reftx_lib bench --learning --save cpu``. The result goes to
 ``results/bench/learning-<save>.json``.
