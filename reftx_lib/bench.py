@@ -123,7 +123,7 @@ def peer_gpt2(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropo
 
 
 def peer_mbart(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
-    """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (FFN inside too)."""
+    """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (not inside the FFN)."""
     from transformers import MBartConfig, MBartForConditionalGeneration
 
     p = MODEL_PRESETS[preset]
@@ -132,7 +132,7 @@ def peer_mbart(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, drop
         encoder_layers=p["n_layers"], decoder_layers=p["n_layers"],
         encoder_attention_heads=p["n_heads"], decoder_attention_heads=p["n_heads"],
         encoder_ffn_dim=4 * p["d_model"], decoder_ffn_dim=4 * p["d_model"], activation_function="gelu",
-        dropout=dropout, attention_dropout=dropout, activation_dropout=dropout,
+        dropout=dropout, attention_dropout=dropout, activation_dropout=0.0,
         scale_embedding=False,  # as ours: token embeddings enter unscaled (ModelConfig.scale_embedding)
         pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=None, forced_eos_token_id=None,
         decoder_start_token_id=BOS_ID,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
+POSITIONS = ("sinusoidal", "learned")
 INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
 
 # A config stored before the embedding fix (issue #14) has none of these fields; its model was
@@ -55,6 +56,9 @@ class ModelConfig:
     # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``reftx_lib.learning``.
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
     position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
+    # "sinusoidal" (the 2017 paper, fixed) or "learned" (GPT-2: a trained (max_len, D) table at N(0, 0.02)).
+    # The two learn alike in ``python -m reftx_lib bench --learning``; see ``results/bench/learning-cpu.json``.
+    positions: str = "sinusoidal"
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -71,6 +75,8 @@ class ModelConfig:
         if self.position_scale is None:
             # Each sin/cos entry has RMS 1/sqrt(2); scaled by this, the positions' RMS is INIT_STD.
             object.__setattr__(self, "position_scale", INIT_STD * 2**0.5)
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
         if not self.position_scale > 0:
             raise ValueError(f"position_scale must be positive, got {self.position_scale!r}")
         if not 0.0 <= self.dropout < 1.0:

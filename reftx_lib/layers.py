@@ -59,6 +59,23 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.pe[offset : offset + length]
 
 
+class LearnedPositionalEmbedding(nn.Module):
+    """A trained position table, as in GPT-2 and BERT (``ModelConfig.positions="learned"``).
+
+    Unlike the sinusoids it costs ``max_len * d_model`` parameters and knows no
+    position it was not trained on, but it can grow with the token embeddings
+    as training goes on instead of staying at its initial size.
+    """
+
+    def __init__(self, d_model: int, max_len: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_len, d_model))  # (max_len, D), initialized by the model
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        """The embedding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the caller."""
+        return self.weight[offset : offset + length]
+
+
 def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:
     """(T, T) bool, True where query i may attend to key j (j <= i)."""
     return torch.ones(t, t, dtype=torch.bool, device=device).tril()

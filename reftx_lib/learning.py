@@ -418,7 +418,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
     name, _, spec = text.partition(":")
     if not name or not spec:
         raise argparse.ArgumentTypeError(f"--ours-variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE], "
-                                         "e.g. before-fix:embed_init_std=0.02")
+                                         "e.g. 2017-embedding:scale_embedding=true,position_scale=1.0")
     overrides = {}
     for item in spec.split(","):
         key, eq, value = item.partition("=")

@@ -16,7 +16,8 @@ from torch import nn
 
 from .config import INIT_STD, ModelConfig
 from .generation import generate as _generate
-from .layers import DecoderLayer, EncoderLayer, FeedForward, MultiHeadAttention, SinusoidalPositionalEncoding, key_padding_mask
+from .layers import (DecoderLayer, EncoderLayer, FeedForward, LearnedPositionalEmbedding, MultiHeadAttention,
+                     SinusoidalPositionalEncoding, key_padding_mask)
 from .loss import IGNORE_INDEX, cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
 
@@ -56,7 +57,8 @@ class BaseLanguageModel(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale)
+        self.pos = (SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale) if c.positions == "sinusoidal"
+                    else LearnedPositionalEmbedding(c.d_model, c.max_len))
         self.drop = nn.Dropout(c.dropout)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
@@ -77,15 +79,16 @@ class BaseLanguageModel(nn.Module):
         raise NotImplementedError
 
     def _init_weights(self) -> None:
-        """GPT-2's initialization, for both models: N(0, 0.02) weights and embeddings, zero biases,
-        and each projection that writes into a residual stream at 0.02 / sqrt(writes in its stack).
+        """GPT-2's initialization, for both models: N(0, 0.02) weights and embeddings (learned
+        positions too), zero biases, and each projection that writes into a residual stream at
+        0.02 / sqrt(writes in its stack).
 
         The scaling keeps the stream's growth over the stack independent of depth (GPT-2,
         Radford et al. 2019, section 2.3): ``2 * n_layers`` writes in a decoder-only stack or an
         encoder, ``3 * n_layers`` in a decoder with cross-attention.
         """
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
+            if isinstance(module, (nn.Linear, nn.Embedding, LearnedPositionalEmbedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -135,6 +138,7 @@ class BaseLanguageModel(nn.Module):
         nor what the first blocks add. The 2017 paper's recipe (``scale_embedding=True,
         position_scale=1.0``) on these N(0, 0.02) rows puts three times more position than token
         into the stream at d_model 128, and the model sits on the unigram plateau for hundreds of steps.
+        With ``positions="learned"`` the position signal is a trained table that starts at the same size.
         """
         tokens = self.embed(ids)  # (B, T, D)
         if self.config.scale_embedding:
@@ -168,10 +172,11 @@ class BaseLanguageModel(nn.Module):
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts from closed-form formulas (tests check them against the modules).
 
-        Components are disjoint and add up to ``total``: embeddings, lm_head (0 when
-        tied), encoder_self_attention, decoder_self_attention, cross_attention, ffn,
-        norms. ``encoder`` and ``decoder`` are stack totals; ``non_embedding`` leaves
-        out the token embedding and any untied output matrix.
+        Components are disjoint and add up to ``total``: embeddings, positions (0 for
+        sinusoids), lm_head (0 when tied), encoder_self_attention, decoder_self_attention,
+        cross_attention, ffn, norms. ``encoder`` and ``decoder`` are stack totals;
+        ``non_embedding`` leaves out the token and position embeddings and any untied
+        output matrix (Kaplan et al. 2020's N).
         """
         c = self.config
         d, f, n = c.d_model, c.d_ff, c.n_layers
@@ -182,6 +187,7 @@ class BaseLanguageModel(nn.Module):
         final_norms = (2 if enc else 1) if c.norm_first else 0
         counts = {
             "embeddings": c.vocab_size * d,
+            "positions": c.max_len * d if c.positions == "learned" else 0,
             "lm_head": 0 if c.tie_embeddings else c.vocab_size * d,
             "encoder_self_attention": n * attn if enc else 0,
             "decoder_self_attention": n * attn,
@@ -191,9 +197,9 @@ class BaseLanguageModel(nn.Module):
         }
         counts["encoder"] = n * (attn + ffn + 2 * ln) + (ln if c.norm_first else 0) if enc else 0
         counts["decoder"] = n * (attn * (2 if enc else 1) + ffn + (3 if enc else 2) * ln) + (ln if c.norm_first else 0)
-        counts["total"] = sum(counts[k] for k in ("embeddings", "lm_head", "encoder_self_attention",
+        counts["total"] = sum(counts[k] for k in ("embeddings", "positions", "lm_head", "encoder_self_attention",
                                                   "decoder_self_attention", "cross_attention", "ffn", "norms"))
-        counts["non_embedding"] = counts["total"] - counts["embeddings"] - counts["lm_head"]
+        counts["non_embedding"] = counts["total"] - counts["embeddings"] - counts["positions"] - counts["lm_head"]
         return counts
 
     def _has_encoder(self) -> bool:

@@ -125,3 +125,39 @@ def test_learning_benchmark_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys)
         assert r["within_tolerance"], r
     assert stored["provenance"]["preset"] == "test" and stored["provenance"]["commit"]
     assert "ours - peer" in out and code == 0
+
+
+def test_learned_positions_make_ours_compute_exactly_gpt2():
+    """With ``positions="learned"`` and GPT-2's weights copied in, ours computes GPT-2's loss and gradients.
+
+    So whatever separates the two in the learning benchmark is the initial draw, the dropout
+    masks, or the position signal, never a difference in the maths of a block.
+    """
+    from reftx_lib.bench import peer_gpt2
+
+    torch.manual_seed(0)
+    gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
+    ours = ReferenceDecoderOnly.from_preset("smoke", vocab_size=97, dropout=0.0, max_len=24, positions="learned")
+    g = gpt2.transformer
+    copies = {"embed": g.wte, "pos": g.wpe, "norm": g.ln_f}  # ours <- GPT-2; Conv1D stores (in, out)
+    for i, block in enumerate(g.h):
+        copies.update({f"layers.{i}.self_attn.in_proj": block.attn.c_attn, f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
+                       f"layers.{i}.self_block.norm": block.ln_1, f"layers.{i}.ffn.fc1": block.mlp.c_fc,
+                       f"layers.{i}.ffn.fc2": block.mlp.c_proj, f"layers.{i}.ffn_block.norm": block.ln_2})
+    conv1d = {"in_proj", "out_proj", "fc1", "fc2"}
+    with torch.no_grad():
+        for name, source in copies.items():
+            target = ours.get_submodule(name)
+            for kind, value in source.named_parameters(recurse=False):
+                getattr(target, kind).copy_(value.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value)
+    ids = torch.randint(4, 97, (3, 20))
+    ids[1, 12:] = 0  # right padding
+    ours_loss = ours(ids, labels=ids, return_logits=False)["loss"]  # the fused loss the trainer uses
+    gpt2_loss = gpt2(input_ids=ids, attention_mask=ids != 0, labels=ids.masked_fill(ids == 0, -100)).loss
+    (ours_loss + gpt2_loss).backward()
+    torch.testing.assert_close(ours_loss, gpt2_loss)
+    for name, source in copies.items():
+        target = ours.get_submodule(name)
+        for kind, value in source.named_parameters(recurse=False):
+            expected = value.grad.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value.grad
+            torch.testing.assert_close(getattr(target, kind).grad, expected, atol=1e-6, rtol=1e-4)

@@ -257,8 +257,9 @@ def test_tiny_model_overfits_two_examples(cls):
 @pytest.mark.parametrize("cls", MODELS)
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("tie", [True, False])
-def test_parameter_formulas_match_modules(cls, norm_first, tie):
-    m = make(cls, norm_first=norm_first, tie_embeddings=tie)
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_parameter_formulas_match_modules(cls, norm_first, tie, positions):
+    m = make(cls, norm_first=norm_first, tie_embeddings=tie, positions=positions)
     n = m.num_parameters()
     assert n["total"] == sum(p.numel() for p in m.parameters())
 
@@ -266,6 +267,7 @@ def test_parameter_formulas_match_modules(cls, norm_first, tie):
         return sum(p.numel() for name, p in m.named_parameters() if pred(name))
 
     assert n["embeddings"] == m.embed.weight.numel()
+    assert n["positions"] == count(lambda s: s.startswith("pos."))
     assert n["cross_attention"] == count(lambda s: "cross_attn." in s)
     assert n["ffn"] == count(lambda s: ".ffn." in s)
     assert n["norms"] == count(lambda s: "norm" in s or "block.norm" in s)
@@ -276,7 +278,7 @@ def test_parameter_formulas_match_modules(cls, norm_first, tie):
     else:
         assert n["decoder"] == count(lambda s: s.startswith(("layers", "norm")))
     assert n["decoder_self_attention"] == count(lambda s: "self_attn." in s and "encoder" not in s)
-    assert n["non_embedding"] == n["total"] - n["embeddings"] - n["lm_head"]
+    assert n["non_embedding"] == n["total"] - n["embeddings"] - n["positions"] - n["lm_head"]
 
 
 def test_presets_match_the_seed_table():
