@@ -304,27 +304,55 @@ def compare(corpus: str, arch: str, tokenizer, setup: LearningSetup,
         return [sum(r["curve"][i][1] for r in runs[name].values()) / len(setup.seeds) for i in range(len(steps))]
 
     ours_mean, peer_mean = mean_curve("ours"), mean_curve("peer")
-    diff = [round(o - p, 4) for o, p in zip(ours_mean, peer_mean)]
-    after_warmup = [d for s, d in zip(steps, diff) if s > setup.warmup_steps]
     spread = {name: max((max(r["curve"][i][1] for r in per_seed.values())
                          - min(r["curve"][i][1] for r in per_seed.values())
                          for i, s in enumerate(steps) if s > setup.warmup_steps), default=0.0)
               for name, per_seed in runs.items()} if len(setup.seeds) > 1 else None
-    return {
+    row = {
         "corpus": corpus, "arch": arch, "model": "ReferenceDecoderOnly" if arch == "decoder-only" else "ReferenceTransformer",
         "peer_model": PEERS[arch],
         "train_rows": len(train_rows), "val_rows": len(val_rows),
         "val_tokens": sum(int((b.targets != IGNORE_INDEX).sum()) for b in val_batches),
         "unigram_loss": round(unigram_nll(targets(train_rows), targets(val_rows), vocab), 4),
         "steps": steps, "ours": [round(v, 4) for v in ours_mean], "peer": [round(v, 4) for v in peer_mean],
-        "diff": diff, "max_diff_after_warmup": max(after_warmup), "seed_spread": spread,
-        "within_tolerance": max(after_warmup) <= setup.tolerance,
+        "diff": [round(o - p, 4) for o, p in zip(ours_mean, peer_mean)], "seed_spread": spread,
         "variants": {name: [round(v, 4) for v in mean_curve(name)] for name in builders if name not in ("ours", "peer")},
         "runs": runs,
     }
+    verdict = gap_verdict(row, setup.tolerance, setup.warmup_steps)
+    return {**row, "max_diff_after_warmup": round(verdict["gap"], 4), "gap_status": verdict["status"],
+            "within_tolerance": verdict["status"] == "within"}
 
 
 # -------------------------------------------------------------------- report
+def gap_verdict(row: dict, tolerance: float, warmup_steps: int) -> dict:
+    """Is ours within ``tolerance`` nats of the peer after warm-up, and can this run tell?
+
+    Both sides of one seed train on the same batches, so the difference is taken per seed
+    (paired) and its noise is the standard error of the mean over seeds. At the step where
+    ours lies furthest above the peer: ``within`` if the mean gap is at most ``tolerance``;
+    ``undecided`` if it is above, but by less than two standard errors (the seeds disagree
+    more than the gap exceeds the target); ``behind`` otherwise. One seed gives no noise
+    estimate, so a gap above the target is ``behind``.
+    """
+    warm = [i for i, s in enumerate(row["steps"]) if s > warmup_steps]
+    seeds = list(row["runs"]["ours"])
+    per_seed = [[row["runs"]["ours"][s]["curve"][i][1] - row["runs"]["peer"][s]["curve"][i][1] for s in seeds]
+                for i in warm]  # [step][seed]
+    means = [sum(d) / len(d) for d in per_seed]
+    worst = max(range(len(warm)), key=lambda k: means[k])
+    gap, diffs = means[worst], per_seed[worst]
+    se = (sum((d - gap) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else None
+    status = "within" if gap <= tolerance else "undecided" if se is not None and gap - tolerance < 2 * se else "behind"
+    noise = "" if se is None else f" ± {se:.3f} (standard error over {len(diffs)} seeds)"
+    text = {"within": f"within the {tolerance} target",
+            "undecided": f"above the {tolerance} target by less than two standard errors: this run cannot decide",
+            "behind": f"NOT within the {tolerance} target"}[status]
+    step = row["steps"][warm[worst]]
+    return {"status": status, "gap": gap, "se": se, "step": step,
+            "text": f"largest ours - peer after warm-up {gap:+.3f} nats{noise} at step {step}: {text}"}
+
+
 def format_rows(rows: list[dict], setup: LearningSetup) -> str:
     """A text table per row: validation loss of both sides at every evaluation, the difference, the controls."""
     lines = []
@@ -340,9 +368,7 @@ def format_rows(rows: list[dict], setup: LearningSetup) -> str:
                          + f"{r['diff'][i]:+14.3f}")
         spread = "" if r["seed_spread"] is None else (
             "; seed spread after warm-up: " + ", ".join(f"{n} {v:.3f}" for n, v in r["seed_spread"].items()))
-        verdict = "within" if r["within_tolerance"] else "NOT within"
-        lines.append(f"  largest ours - peer after warm-up {r['max_diff_after_warmup']:+.3f} nats: {verdict} "
-                     f"{setup.tolerance} of the peer{spread}")
+        lines.append(f"  {gap_verdict(r, setup.tolerance, setup.warmup_steps)['text']}{spread}")
     lines.append(f"validation loss in nats (mean over seeds {setup.seeds}); size {setup.size}, {setup.steps} steps of "
                  f"{setup.batch_size} rows, lr {setup.lr}, warm-up {setup.warmup_steps}, dropout {setup.dropout}")
     return "\n".join(lines)
@@ -364,14 +390,13 @@ def verdict_lines(metrics: dict) -> list[str]:
     setup = metrics["setup"]
     lines = []
     for r in metrics["rows"]:
-        gap = r["max_diff_after_warmup"]
         noise = "" if r["seed_spread"] is None else (
             f" (seeds {setup['seeds']}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
             f"the peer by {r['seed_spread']['peer']:.3f})")
-        verdict = "within" if r["within_tolerance"] else "NOT within"
-        line = (f"{r['arch']} on {r['corpus']}: ours - {r['peer_model']} after warm-up at most {gap:+.3f} nats, "
-                f"{verdict} the {setup['tolerance']} target{noise}; at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, "
-                f"peer {r['peer'][-1]:.3f}, unigram {r['unigram_loss']:.3f}")
+        gap = gap_verdict(r, setup["tolerance"], setup["warmup_steps"])["text"]
+        line = (f"{r['arch']} on {r['corpus']}: {gap}{noise}; "
+                f"at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, peer {r['peer'][-1]:.3f}, "
+                f"unigram {r['unigram_loss']:.3f}")
         for name, curve in r["variants"].items():
             line += f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours)"
         lines.append(line)

@@ -161,3 +161,25 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
         for kind, value in source.named_parameters(recurse=False):
             expected = value.grad.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value.grad
             torch.testing.assert_close(getattr(target, kind).grad, expected, atol=1e-6, rtol=1e-4)
+
+
+def _row(ours_by_seed: list[list[float]], peer_by_seed: list[list[float]]) -> dict:
+    steps = [0, 25, 50]
+    run = lambda curve: {"curve": [[s, v] for s, v in zip(steps, curve)]}  # noqa: E731
+    return {"steps": steps, "runs": {"ours": {str(i): run(c) for i, c in enumerate(ours_by_seed)},
+                                     "peer": {str(i): run(c) for i, c in enumerate(peer_by_seed)}}}
+
+
+def test_gap_verdict_pairs_seeds_and_weighs_the_gap_against_their_noise():
+    peer = [[9.0, 7.0, 6.0], [9.0, 7.2, 6.2]]
+    within = learning.gap_verdict(_row([[9.0, 7.01, 6.01], [9.0, 7.21, 6.2]], peer), 0.02, 20)
+    assert within["status"] == "within" and within["step"] == 25 and abs(within["gap"] - 0.01) < 1e-9
+    # Gaps of +0.00 and +0.10 per seed: mean 0.05, standard error 0.05, so 0.05 - 0.02 < 2 * 0.05.
+    undecided = learning.gap_verdict(_row([[9.0, 7.0, 6.0], [9.0, 7.2, 6.3]], peer), 0.02, 20)
+    assert undecided["status"] == "undecided" and abs(undecided["se"] - 0.05) < 1e-9
+    # The same mean gap, agreed on by both seeds: ours is behind.
+    behind = learning.gap_verdict(_row([[9.0, 7.0, 6.05], [9.0, 7.2, 6.25]], peer), 0.02, 20)
+    assert behind["status"] == "behind" and behind["se"] < 1e-9
+    # The untrained step 0 and the warm-up never count, and one seed gives no noise estimate.
+    one = learning.gap_verdict(_row([[9.5, 7.0, 6.1]], peer[:1]), 0.02, 20)
+    assert one["status"] == "behind" and one["se"] is None and one["step"] == 50
