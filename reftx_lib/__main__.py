@@ -1,7 +1,7 @@
 """Command line: ``python -m reftx_lib prepare|train|evaluate|generate|run|bench|results``.
 
 Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
-``reftx_lib.presets``); bad options, presets or data names exit with a message
+``reftx_lib.course.presets``); bad options, presets or data names exit with a message
 and status 2 (argparse), failed notebooks or checks with status 1.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from .presets import PRESET_NAMES
+from .course.presets import PRESET_NAMES
 
 DATA_NAMES = ("samsum", "textbooks")
 
@@ -29,9 +29,9 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _setup(args):
     """Tokenizer, preset section and encoded data for ``--data`` at ``--preset``."""
-    from .experiments import rawtext_data, samsum_data
-    from .presets import get_preset
-    from .tokenizer import load_tokenizer
+    from .course.experiments import rawtext_data, samsum_data
+    from .course.presets import get_preset
+    from .data.tokenizer import load_tokenizer
 
     preset = get_preset(args.preset)
     tok = load_tokenizer(preset["data"]["vocab_size"])
@@ -45,8 +45,8 @@ def _setup(args):
 
 
 def cmd_prepare(args) -> int:
-    from .data import corpus_stats, load_corpus
-    from .tokenizer import tokenizer_info
+    from .data.corpora import corpus_stats, load_corpus
+    from .data.tokenizer import tokenizer_info
 
     args.model = "encdec"
     tok, _, _, stats = _setup(args)
@@ -56,8 +56,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .experiments import build_model, train_config
-    from .trainer import fit, init_distributed, train
+    from .course.experiments import build_model, train_config
+    from .train.trainer import fit, init_distributed, train
 
     init_distributed()  # a no-op unless started by torchrun --nproc_per_node N
     tok, cfg, data, _ = _setup(args)
@@ -73,8 +73,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_model
-    from .evaluation import compute_rouge, generate_summaries, perplexity
+    from .train.checkpoint import load_model
+    from .train.evaluation import compute_rouge, generate_summaries, perplexity
 
     model = load_model(args.checkpoint)
     args.model = "encdec" if hasattr(model, "split_packed") else "deconly"
@@ -92,8 +92,8 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from .checkpoint import load_model
-    from .tokenizer import load_tokenizer
+    from .train.checkpoint import load_model
+    from .data.tokenizer import load_tokenizer
 
     model = load_model(args.checkpoint).eval()
     tok = load_tokenizer(model.config.vocab_size)
@@ -106,13 +106,13 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import report, run_course
+    from .course.runner import report, run_course
 
     return report(run_course(args.preset, args.only, update_notebooks=args.update_notebooks))
 
 
 def cmd_results(args) -> int:
-    from .results import readme_table, update_readme
+    from .course.results import readme_table, update_readme
 
     if args.update_readme:
         print("README.md updated" if update_readme() else "README.md already up to date")
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark owns its options
-        from .bench import main as bench_main
+        from .bench.speed import main as bench_main
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)

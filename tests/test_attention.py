@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.attention import (
+from reftx_lib.analysis.attention import (
     AttentionExplorer, AttentionRecord, attention_stats, extract_attention, plot_attention, plot_attention_grid,
     plot_stat_distributions, speaker_mass, speaker_token_mask, stats_over_dataset, to_bertviz, token_labels,
     uniform_baseline,

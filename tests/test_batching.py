@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from reftx_lib.batching import pad_batch, padding_waste, token_budget_batches
+from reftx_lib.data.batching import pad_batch, padding_waste, token_budget_batches
 
 
 def test_pad_batch_right_pads():

@@ -12,8 +12,9 @@ import sys
 import pytest
 import torch
 
-from reftx_lib import MODEL_PRESETS, bench
-from reftx_lib import device as device_module
+from reftx_lib import MODEL_PRESETS
+from reftx_lib.bench import speed as bench
+from reftx_lib.train import device as device_module
 
 SMOKE = ["--device", "cpu", "--configs", "smoke", "--steps", "2", "--warmup", "1", "--batch-size", "2",
          "--seq-len", "16", "--prompt-len", "4", "--new-tokens", "3", "--gen-batch-sizes", "1", "2",
@@ -149,7 +150,7 @@ def test_timed_steps_and_generate_calls_alternate_in_counterbalanced_order(monke
 
 _REUSE_FAULTS = """
 import ctypes, resource, torch
-from reftx_lib.device import keep_freed_cpu_memory
+from reftx_lib.train.device import keep_freed_cpu_memory
 if not keep_freed_cpu_memory():
     print("unsupported")
     raise SystemExit

@@ -46,7 +46,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from reftx_lib import ReferenceTransformer
-from reftx_lib.attention import AttentionExplorer
+from reftx_lib.analysis.attention import AttentionExplorer
 
 texts = ["Amanda: I baked cookies. Do you want some?\\nJerry: Sure!", "Amanda will bring Jerry cookies.",
          "the cat sat on the mat. the dog sat on the log."]

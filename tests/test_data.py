@@ -6,7 +6,7 @@ import time
 import pytest
 from datasets import DatasetDict
 
-from reftx_lib.data import CORPORA, corpus_stats, load_corpus, split_of, split_sections
+from reftx_lib.data.corpora import CORPORA, corpus_stats, load_corpus, split_of, split_sections
 from reftx_lib.paths import data_search_path
 
 
@@ -95,7 +95,7 @@ def test_missing_data_fails_fast_with_paths_and_fix(name, tmp_path, monkeypatch)
 def test_corpus_stats_with_tokenizer_counts_tokens():
     from datasets import Dataset
 
-    from reftx_lib.tokenizer import train_bpe
+    from reftx_lib.data.tokenizer import train_bpe
 
     tok = train_bpe(["hello world", "the cat sat"] * 5, vocab_size=300)
     dsd = DatasetDict({"train": Dataset.from_dict({"text": ["hello world", "the cat sat on the mat"]})})

@@ -7,13 +7,13 @@ import textwrap
 
 import torch
 
-from reftx_lib.trainer import train
+from reftx_lib.train.trainer import train
 
 SETUP = """
 import random
 import torch
 from reftx_lib import ReferenceTransformer
-from reftx_lib.trainer import TrainConfig
+from reftx_lib.train.trainer import TrainConfig
 
 def rows(n, seed=0):
     rng = random.Random(seed)
@@ -34,7 +34,7 @@ CONFIG = TrainConfig(max_steps=8, lr=3e-3, warmup_steps=2, batch_tokens=300, eva
 WORKER = SETUP + """
 import json, sys
 import torch.distributed as dist
-from reftx_lib.trainer import init_distributed, train
+from reftx_lib.train.trainer import init_distributed, train
 
 rank, world = init_distributed()
 data = rows(80)

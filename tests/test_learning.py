@@ -13,8 +13,9 @@ import random
 import pytest
 import torch
 
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer, learning
-from reftx_lib.trainer import TrainConfig, train
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.bench import learning
+from reftx_lib.train.trainer import TrainConfig, train
 
 K = 64  # distinct tokens in the synthetic task (ids 4 .. 4 + K - 1): a context-free model scores log K
 
@@ -133,7 +134,7 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     So whatever separates the two in the learning benchmark is the initial draw, the dropout
     masks, or the position signal, never a difference in the maths of a block.
     """
-    from reftx_lib.bench import peer_gpt2
+    from reftx_lib.bench.speed import peer_gpt2
 
     torch.manual_seed(0)
     gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer, loss as loss_module
-from reftx_lib.loss import cross_entropy, fused_head_cross_entropy
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.model import loss as loss_module
+from reftx_lib.model.loss import cross_entropy, fused_head_cross_entropy
 
 V = 50
 TINY = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
@@ -70,7 +71,7 @@ def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradien
     monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", 4 * V * 4)  # chunks of d_model = 32 rows: several
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr("reftx_lib.models.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr("reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     model = cls(**TINY).train()
     ids = packed_batch()
@@ -94,7 +95,7 @@ def test_plain_path_without_gradients_or_under_autocast(monkeypatch):
     """Evaluation (no_grad) and autocast keep the plain loss: the fused one is for float32 training only."""
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr("reftx_lib.models.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr("reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     model = ReferenceDecoderOnly(**TINY)
     ids = packed_batch()

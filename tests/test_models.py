@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from reftx_lib import MODEL_PRESETS, ModelConfig, ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.layers import MultiHeadAttention, combined_mask, key_padding_mask
+from reftx_lib.model.layers import MultiHeadAttention, combined_mask, key_padding_mask
 
 V = 50  # tiny vocabulary: ids 4.. are ordinary tokens, 0-3 are <pad> <bos> <eos> <sep>
 TINY = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=64)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reftx_lib.results import README_BEGIN, README_END, readme_table
-from reftx_lib.runner import notebooks
+from reftx_lib.course.results import README_BEGIN, README_END, readme_table
+from reftx_lib.course.runner import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebooks()

@@ -3,10 +3,10 @@
 import pytest
 from datasets import Dataset, DatasetDict
 
-from reftx_lib.preprocessing import (
+from reftx_lib.data.preprocessing import (
     chunk_document, encode_blocks, encode_documents, encode_midpoint, encode_samsum, midpoint_split,
 )
-from reftx_lib.tokenizer import BOS_ID, EOS_ID, SEP_ID, train_bpe
+from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, SEP_ID, train_bpe
 
 WORDS = "the quick brown fox jumps over a lazy dog while Lily bakes cookies for Jerry".split()
 

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from reftx_lib import results
-from reftx_lib.results import provenance, save_results, stored_results_table, update_readme
+from reftx_lib.course import results
+from reftx_lib.course.results import provenance, save_results, stored_results_table, update_readme
 
 
 @pytest.fixture()

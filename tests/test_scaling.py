@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from reftx_lib import ReferenceTransformer
-from reftx_lib.scaling import (fit_gain_per_doubling, fit_power_law, gain_per_doubling, power_law_band, predict,
+from reftx_lib.analysis.scaling import (fit_gain_per_doubling, fit_power_law, gain_per_doubling, power_law_band, predict,
                                size_name, size_overrides, training_flops)
 
 

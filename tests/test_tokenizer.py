@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reftx_lib.tokenizer import (
+from reftx_lib.data.tokenizer import (
     BOS_ID, EOS_ID, PAD_ID, SEP_ID, load_tokenizer, tokenizer_info, train_bpe,
 )
 

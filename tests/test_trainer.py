@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.checkpoint import load_checkpoint, load_model
-from reftx_lib.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity
-from reftx_lib.trainer import TrainConfig, lr_lambda, train
+from reftx_lib.train.checkpoint import load_checkpoint, load_model
+from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity
+from reftx_lib.train.trainer import TrainConfig, lr_lambda, train
 
 V = 40
 TINY = dict(vocab_size=V, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.1, max_len=64)

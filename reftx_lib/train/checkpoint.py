@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ModelConfig
-from .models import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from ..model.config import ModelConfig
+from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
 MODEL_CLASSES: dict[str, type[BaseLanguageModel]] = {
     "ReferenceTransformer": ReferenceTransformer,

@@ -53,7 +53,7 @@ class ModelConfig:
     # residual stream before the final LayerNorm, so what the embedding writes there must be as
     # small as what each block adds at initialization, and the position signal no larger than the
     # token signal. The 2017 paper's x sqrt(d_model) and unit-amplitude sinusoids (post-LN, with
-    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``reftx_lib.learning``.
+    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``reftx_lib.bench.learning``.
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
     position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
     # "sinusoidal" (the 2017 paper, fixed) or "learned" (GPT-2: a trained (max_len, D) table at N(0, 0.02)).

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import ReferenceDecoderOnly, ReferenceTransformer
+from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
 
 CROSS_INITS = ("self", "random")
 

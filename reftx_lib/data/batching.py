@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import PAD_ID
+from ..model.config import PAD_ID
 
 DEFAULT_POOL_SIZE = 1024  # examples sorted together when shuffling
 

@@ -34,11 +34,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .batching import pad_batch, token_budget_batches
+from ..data.batching import pad_batch, token_budget_batches
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .device import peak_memory_mb, resolve_device
 from .evaluation import evaluate_loss
-from .models import BaseLanguageModel
+from ..model.transformer import BaseLanguageModel
 
 logger = logging.getLogger("reftx")
 
@@ -302,7 +302,7 @@ def _forward_loss(model: torch.nn.Module, compile: bool):
     """``inputs -> (loss, n_tokens)``; compiled if asked.
 
     Only the loss is asked for (``return_logits=False``): eagerly on a CPU the
-    model then fuses its output head with the loss (``reftx_lib.loss``), and a
+    model then fuses its output head with the loss (``reftx_lib.model.loss``), and a
     compiled graph that returned the logits too would make its backward build a
     zero gradient as large as them (B, T, V).
     torch.compile's default shape handling suits both kinds of data: fixed-length

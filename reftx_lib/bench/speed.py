@@ -13,8 +13,8 @@ and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
 (learned position embeddings; MBart's embedding LayerNorms), reported as
 ``params`` / ``peer_params``. Each side trains through its own ordinary
 training call: the peers' ``model(..., labels=...)``, and ours
-``forward(..., return_logits=False)`` as ``reftx_lib.trainer`` calls it, which
-on a CPU in eager mode fuses the output head with the loss (``reftx_lib.loss``).
+``forward(..., return_logits=False)`` as ``reftx_lib.train.trainer`` calls it, which
+on a CPU in eager mode fuses the output head with the loss (``reftx_lib.model.loss``).
 
 Training steps are timed one at a time, alternating ours and the peer in
 counterbalanced order (AB BA AB ...: each side follows the other and itself
@@ -39,7 +39,7 @@ extra, untimed step runs under the profiler, which sees every allocation.
 ``peak_mem_kind`` names the source.
 
 By default (``--malloc-trim auto``) glibc is stopped from handing freed heap memory
-back to the OS for the whole run, both sides alike (``reftx_lib.device.keep_freed_cpu_memory``).
+back to the OS for the whole run, both sides alike (``reftx_lib.train.device.keep_freed_cpu_memory``).
 With glibc's trimming a CPU step takes page faults for memory that the step before it
 freed, and as the sides alternate that step was often the other model's: how many faults
 a side is charged depends on the heap layout the other side left, not on its own code.
@@ -49,7 +49,7 @@ no ``mallopt`` (not glibc), ``auto`` leaves it alone too. The stored provenance 
 which one ran.
 
 ``--real-data`` asks whether the training loop keeps the device as busy on the
-course's data as on fixed shapes. It runs ``reftx_lib.trainer.train`` for the
+course's data as on fixed shapes. It runs ``reftx_lib.train.trainer.train`` for the
 same model and tokens per step on (a) the real corpus (SAMSum for the
 encoder-decoder, textbook documents for the decoder-only, length caps from the
 course preset ``cpu`` or ``gpu``) and (b) synthetic rows that all have
@@ -63,7 +63,7 @@ to back in three rounds; the round with the median real/synthetic ratio is
 reported.
 
 Run: ``python -m reftx_lib bench --configs tiny small --json``. What a step *teaches*, rather
-than what it costs, is measured by ``python -m reftx_lib bench --learning`` (``reftx_lib.learning``).
+than what it costs, is measured by ``python -m reftx_lib bench --learning`` (``reftx_lib.bench.learning``).
 Defaults cover the four seed configs (tiny, small, medium, large); shapes are
 CPU-sized on CPU (batch 8, seq_len 128) and the issue's reference on CUDA
 (batch 128 x seq_len 512 = 65,536 tokens per step).
@@ -86,9 +86,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
-from .device import cpu_model, keep_freed_cpu_memory, resolve_device
-from .models import ReferenceDecoderOnly, ReferenceTransformer
+from ..model.config import BOS_ID, EOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
+from ..train.device import cpu_model, keep_freed_cpu_memory, resolve_device
+from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
 
 VOCAB_SIZE = 8192
 REAL_DATA_ROUNDS = 3  # synthetic-then-real trainer runs per --real-data row; the median round is reported
@@ -442,9 +442,9 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
 @functools.cache  # every size and mode of one run trains on the same rows: load and encode them once
 def _course_rows(arch: str, device_type: str) -> tuple[str, list[list[int]]]:
     """The course's training rows for ``arch``, capped as the matching course preset caps them."""
-    from .experiments import rawtext_data, samsum_data
-    from .presets import get_preset
-    from .tokenizer import load_tokenizer
+    from ..course.experiments import rawtext_data, samsum_data
+    from ..course.presets import get_preset
+    from ..data.tokenizer import load_tokenizer
 
     preset = get_preset("gpu" if device_type == "cuda" else "cpu")
     tokenizer = load_tokenizer(VOCAB_SIZE)
@@ -467,7 +467,7 @@ def _synthetic_rows(arch: str, n: int, seq_len: int) -> list[list[int]]:
 def _trainer_throughput(arch: str, preset: str, rows: list[list[int]], mode: str, args: argparse.Namespace,
                         device: torch.device) -> dict[str, float]:
     """Real input tokens/s of ``train`` over the steps after warmup, and the padding share there."""
-    from .trainer import TrainConfig, train
+    from ..train.trainer import TrainConfig, train
 
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
     torch.manual_seed(0)
@@ -596,7 +596,7 @@ def format_table(rows: list[dict]) -> str:
                      "confidence interval; ms is per training step, or per decoding step for generate rows")
     if real_rows:
         lines.append("real-data: real (non-pad) input tokens per second; fixed = the bare fixed-shape step, "
-                     "loop = reftx_lib.trainer.train on fixed-shape (synth) or course (real) rows")
+                     "loop = reftx_lib.train.trainer.train on fixed-shape (synth) or course (real) rows")
     return "\n".join(lines)
 
 
@@ -628,7 +628,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)")
     p.add_argument("--malloc-trim", choices=("auto", "on", "off"), default="auto",
                    help="off: glibc keeps freed CPU heap memory, so a step takes no page faults that depend on "
-                        "what the other side freed before it (reftx_lib.device.keep_freed_cpu_memory); on: "
+                        "what the other side freed before it (reftx_lib.train.device.keep_freed_cpu_memory); on: "
                         "glibc's default trimming, as in a user's training; auto (default): off where the C "
                         "library has mallopt, else on")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a busy "
@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark on one device in this process; print JSON lines as rows finish, or a table at the end.
 
     Returns 1 if any row holds an error (e.g. a failed compile), else 0.
-    ``--learning`` hands the remaining options to the learning-parity benchmark (``reftx_lib.learning``).
+    ``--learning`` hands the remaining options to the learning-parity benchmark (``reftx_lib.bench.learning``).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--learning" in argv:
@@ -707,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(format_table(rows))
     if args.save:
-        from .results import provenance, save_results
+        from ..course.results import provenance, save_results
 
         peer_rows = [r for r in rows if r.get("ratio") is not None and r["kind"] != "real-data"]
         ratios = [r["ratio"] for r in peer_rows]

@@ -21,7 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from reftx_lib.data import load_corpus
+from reftx_lib.data.corpora import load_corpus
 from reftx_lib.paths import cache_dir
 
 logger = logging.getLogger("reftx")

@@ -14,9 +14,9 @@ import torch
 from rouge_score import rouge_scorer
 from tqdm.auto import tqdm
 
-from .batching import pad_batch, token_budget_batches
+from ..data.batching import pad_batch, token_budget_batches
 from .device import resolve_device
-from .models import IGNORE_INDEX, BaseLanguageModel
+from ..model.transformer import IGNORE_INDEX, BaseLanguageModel
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 

@@ -1,6 +1,6 @@
 """Learning-parity benchmark: does a training step of ours teach as much as a step of the peer?
 
-``reftx_lib.bench`` shows that a step of ours costs no more than a step of the
+``reftx_lib.bench.speed`` shows that a step of ours costs no more than a step of the
 Hugging Face peer. That says nothing about what a step is worth: a model that
 is fast but learns less per step gives worse answers for the same CPU time.
 This benchmark trains each of our models and its peer with everything held
@@ -10,7 +10,7 @@ equal and compares their validation losses along the way:
   against ``MBartForConditionalGeneration`` (pre-LN, ``scale_embedding`` like ours),
   both at the same size (``tiny`` by default), with dropout 0.1;
 - the same tokenizer, the same batches of ``batch_size`` rows in the same order,
-  the same AdamW (weight decay on matrices only, as ``reftx_lib.trainer`` does),
+  the same AdamW (weight decay on matrices only, as ``reftx_lib.train.trainer`` does),
   the same warm-up + cosine schedule and gradient clipping;
 - on three corpora: the course's textbooks and SAMSum, and TinyStories. Raw text
   is cut into documents of at most ``max_doc_tokens``; the decoder-only models
@@ -22,7 +22,7 @@ equal and compares their validation losses along the way:
   each model's logits on exactly the same target tokens (``_target_nll``).
 
 Each side trains through its ordinary training call (ours as
-``reftx_lib.trainer`` calls it, the peers with ``labels=``). The controls
+``reftx_lib.train.trainer`` calls it, the peers with ``labels=``). The controls
 printed with it: the loss of an add-one-smoothed unigram model fitted on the
 training targets (a model that ignores context scores this), and, with several
 ``--seeds``, how far two seeds of the same side lie apart (the noise a
@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import pad_batch
-from .config import BOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
-from .loss import IGNORE_INDEX
-from .models import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from ..data.batching import pad_batch
+from ..model.config import BOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
+from ..model.loss import IGNORE_INDEX
+from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
 CORPORA = ("textbooks", "samsum", "tinystories")
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
@@ -103,8 +103,8 @@ def corpus_rows(corpus: str, arch: str, tokenizer, setup: LearningSetup) -> tupl
     """Training rows and the first ``n_val`` validation rows of ``corpus`` in ``arch``'s layout."""
     from datasets import DatasetDict
 
-    from .data import load_corpus
-    from .preprocessing import encode_documents, encode_midpoint, encode_samsum
+    from ..data.corpora import load_corpus
+    from ..data.preprocessing import encode_documents, encode_midpoint, encode_samsum
 
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; allowed values: {list(CORPORA)}")
@@ -184,7 +184,7 @@ class Side:
 
 def ours(arch: str, setup: LearningSetup, vocab_size: int, max_len: int, name: str = "ours",
          **overrides) -> Side:
-    """Our model for ``arch``, trained as ``reftx_lib.trainer`` trains it (fused head + loss on CPU)."""
+    """Our model for ``arch``, trained as ``reftx_lib.train.trainer`` trains it (fused head + loss on CPU)."""
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
     model: BaseLanguageModel = cls.from_preset(setup.size, vocab_size=vocab_size, dropout=setup.dropout,
                                                max_len=max_len, **overrides)
@@ -197,8 +197,8 @@ def ours(arch: str, setup: LearningSetup, vocab_size: int, max_len: int, name: s
 
 
 def peer(arch: str, setup: LearningSetup, vocab_size: int, max_len: int) -> Side:
-    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench``), with our dropout on every path."""
-    from .bench import peer_gpt2, peer_mbart
+    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench.speed``), with our dropout on every path."""
+    from .speed import peer_gpt2, peer_mbart
 
     if arch == "decoder-only":
         model = peer_gpt2(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
@@ -238,7 +238,7 @@ def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch],
     """
     from tqdm.auto import tqdm
 
-    from .trainer import TrainConfig, lr_lambda, make_optimizer
+    from ..train.trainer import TrainConfig, lr_lambda, make_optimizer
 
     config = TrainConfig(max_steps=setup.steps, lr=setup.lr, min_lr_ratio=setup.min_lr_ratio,
                          warmup_steps=setup.warmup_steps, weight_decay=setup.weight_decay, betas=setup.betas,
@@ -379,7 +379,7 @@ def _compare_job(task: tuple) -> dict:
     corpus, arch, setup, variants, threads, progress = task
     if threads:
         torch.set_num_threads(threads)
-    from .tokenizer import load_tokenizer
+    from ..data.tokenizer import load_tokenizer
 
     return compare(corpus, arch, load_tokenizer(8192), setup, variants, progress)
 
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
-    from .results import provenance, save_results
+    from ..course.results import provenance, save_results
 
     started = time.perf_counter()
     config = {**vars(args), "setup": asdict(setup), "threads": args.threads or torch.get_num_threads()}

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from reftx_lib.tokenizer import BOS_ID, EOS_ID, SEP_ID
+from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, SEP_ID
 
 logger = logging.getLogger("reftx")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .device import resolve_device
-from .paths import repo_root
+from ..train.device import resolve_device
+from ..paths import repo_root
 from .presets import get_preset
 from .results import provenance, save_results
-from .trainer import seed_everything
+from ..train.trainer import seed_everything
 
 
 @dataclass

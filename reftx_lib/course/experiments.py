@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datasets import DatasetDict
 
-from .data import load_corpus
-from .models import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
-from .paths import checkpoint_dir
-from .preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
-from .tokenizer import tokenizer_info
-from .trainer import TrainConfig
+from ..data.corpora import load_corpus
+from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from ..paths import checkpoint_dir
+from ..data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
+from ..data.tokenizer import tokenizer_info
+from ..train.trainer import TrainConfig
 
 MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly}
 RAWTEXT_MODES = ("midpoint", "documents", "blocks")
@@ -74,7 +74,7 @@ def pretrain_decoder_only(preset_name: str, preset: dict, tokenizer, device: str
     Both notebooks call this, so Exp 5 reuses Exp 2's checkpoint instead of training
     a second copy. Returns (model, history, data, stats).
     """
-    from .trainer import fit
+    from ..train.trainer import fit
 
     cfg = preset["rawtext"]
     data, stats = rawtext_data(cfg, tokenizer, "blocks")
@@ -93,7 +93,7 @@ def samsum_baseline_model(preset_name: str, preset: dict, tokenizer, seed: int =
     notebook 01's setup, so they load its checkpoint when it exists and otherwise
     train the very same run. Returns (model, history, data, stats).
     """
-    from .trainer import fit
+    from ..train.trainer import fit
 
     cfg = preset["samsum"]
     data, stats = samsum_data(cfg, tokenizer)
@@ -112,7 +112,7 @@ def rawtext_encdec_model(preset_name: str, preset: dict, tokenizer, seed: int = 
     its attention through this function, so a checkpoint either notebook made is
     reused by the other (``fit`` compares the configs). Returns (model, history, data, stats).
     """
-    from .trainer import fit
+    from ..train.trainer import fit
 
     samsum, cfg = preset["samsum"], preset["rawtext"]
     hp = {**cfg, "lr": samsum["lr"], "warmup_steps": samsum["warmup_steps"], "batch_tokens": samsum["batch_tokens"]}

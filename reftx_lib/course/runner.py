@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import repo_root
+from ..paths import repo_root
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
 notebook is a 60-second CI check, a lesson-sized laptop run, or the full-scale
-experiment. Model sizes refer to ``reftx_lib.config.MODEL_PRESETS``.
+experiment. Model sizes refer to ``reftx_lib.model.config.MODEL_PRESETS``.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .batching import pad_batch
+from ..data.batching import pad_batch
 from .checkpoint import MODEL_CLASSES
 
 

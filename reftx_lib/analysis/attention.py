@@ -41,8 +41,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from .batching import pad_batch
-from .models import BaseLanguageModel, ReferenceTransformer
+from ..data.batching import pad_batch
+from ..model.transformer import BaseLanguageModel, ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
 STATS = ("entropy", "distance", "diagonal", "previous", "first", "monotonicity", "speaker_mass")

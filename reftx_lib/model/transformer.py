@@ -155,7 +155,7 @@ class BaseLanguageModel(nn.Module):
         """Logits (B, T, V) from final hidden states (B, T, D) and, with labels (B, T), the loss.
 
         Without ``return_logits`` the logits are not needed, and eager CPU training
-        uses ``reftx_lib.loss.fused_head_cross_entropy``, which never builds them.
+        uses ``reftx_lib.model.loss.fused_head_cross_entropy``, which never builds them.
         """
         if not return_logits and labels is None:
             raise ValueError("return_logits=False only makes sense with labels: pass labels= to get the loss")
@@ -241,7 +241,7 @@ class BaseLanguageModel(nn.Module):
                 kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
-        """Decode up to ``max_new_tokens`` tokens; see ``reftx_lib.generation.generate`` for options.
+        """Decode up to ``max_new_tokens`` tokens; see ``reftx_lib.model.generation.generate`` for options.
 
         For the decoder-only model ``input_ids`` is the prompt; for the
         encoder-decoder it is the source. Returns only the new tokens (B, <= max_new_tokens),
