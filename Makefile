@@ -10,7 +10,9 @@ setup:  ## a virtual environment with the pinned packages and reftx_lib installe
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-test:  ## unit tests, then every notebook executed at the smoke preset under nbval
+test:  ## style gate (ruff), unit tests, then every notebook executed at the smoke preset under nbval
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q tests
 	REFTX_PRESET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
 

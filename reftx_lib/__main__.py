@@ -4,6 +4,7 @@ Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
 ``reftx_lib.course.presets``); bad options, presets or data names exit with a message
 and status 2 (argparse), failed notebooks or checks with status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,22 @@ DATA_NAMES = ("samsum", "textbooks")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=PRESET_NAMES, default=os.environ.get("REFTX_PRESET", "cpu"),
-                   help="course preset (default: $REFTX_PRESET or cpu)")
+    p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=os.environ.get("REFTX_PRESET", "cpu"),
+        help="course preset (default: $REFTX_PRESET or cpu)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", choices=DATA_NAMES, default="samsum",
-                   help="samsum (dialogue summarization) or textbooks (raw text, midpoint split)")
+    p.add_argument(
+        "--data",
+        choices=DATA_NAMES,
+        default="samsum",
+        help="samsum (dialogue summarization) or textbooks (raw text, midpoint split)",
+    )
 
 
 def _setup(args):
@@ -50,8 +59,17 @@ def cmd_prepare(args) -> int:
 
     args.model = "encdec"
     tok, _, _, stats = _setup(args)
-    print(json.dumps({"tokenizer": tokenizer_info(tok), "preprocessing": stats,
-                      "corpus": corpus_stats(load_corpus(args.data), tok)}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "tokenizer": tokenizer_info(tok),
+                "preprocessing": stats,
+                "corpus": corpus_stats(load_corpus(args.data), tok),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 
@@ -62,13 +80,25 @@ def cmd_train(args) -> int:
     init_distributed()  # a no-op unless started by torchrun --nproc_per_node N
     tok, cfg, data, _ = _setup(args)
     model = build_model(args.model, args.size or cfg["model"], len(tok), dropout=cfg.get("dropout", 0.1))
-    config = train_config(cfg, name=f"cli-{args.data}-{args.model}", preset=args.preset, data=args.data,
-                          tokenizer=tok, device=args.device, compile=args.compile)
+    config = train_config(
+        cfg,
+        name=f"cli-{args.data}-{args.model}",
+        preset=args.preset,
+        data=args.data,
+        tokenizer=tok,
+        device=args.device,
+        compile=args.compile,
+    )
     if args.out:
         config.checkpoint_dir = args.out
-    history = train(model, data["train"], data["validation"], config, resume=args.resume) if args.resume \
+    history = (
+        train(model, data["train"], data["validation"], config, resume=args.resume)
+        if args.resume
         else fit(model, data["train"], data["validation"], config)
-    print(f"best validation loss {history.best_val_loss():.4f}; checkpoint in {config.checkpoint_dir}/last.pt")
+    )
+    print(
+        f"best validation loss {history.best_val_loss():.4f}; checkpoint in {config.checkpoint_dir}/last.pt"
+    )
     return 0
 
 
@@ -77,13 +107,23 @@ def cmd_evaluate(args) -> int:
     from .train.evaluation import compute_rouge, generate_summaries, perplexity
 
     model = load_model(args.checkpoint)
-    args.model = "encdec" if hasattr(model, "split_packed") else "deconly"
+    args.model = "encdec" if model.is_encoder_decoder else "deconly"
     tok, cfg, data, _ = _setup(args)
-    test = data["test"] if args.limit is None else data["test"].select(range(min(args.limit, len(data["test"]))))
-    out = {"perplexity": perplexity(model, test, second_half_only=args.data == "textbooks", device=args.device)}
+    test = (
+        data["test"] if args.limit is None else data["test"].select(range(min(args.limit, len(data["test"]))))
+    )
+    out = {
+        "perplexity": perplexity(model, test, second_half_only=args.data == "textbooks", device=args.device)
+    }
     if args.data == "samsum" and args.model == "encdec":
-        preds = generate_summaries(model, test, tok, num_beams=cfg["num_beams"], max_new_tokens=cfg["max_new_tokens"],
-                                   device=args.device)
+        preds = generate_summaries(
+            model,
+            test,
+            tok,
+            num_beams=cfg["num_beams"],
+            max_new_tokens=cfg["max_new_tokens"],
+            device=args.device,
+        )
         out["rouge"] = compute_rouge(preds, test["summary"])
     print(json.dumps(out, indent=2))
     return 0
@@ -92,15 +132,20 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from .train.checkpoint import load_model
     from .data.tokenizer import load_tokenizer
+    from .train.checkpoint import load_model
 
     model = load_model(args.checkpoint).eval()
     tok = load_tokenizer(model.config.vocab_size)
     ids = torch.tensor([tok.encode(args.text)])
-    new = model.generate(ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                         do_sample=args.temperature > 0, temperature=args.temperature or 1.0,
-                         top_p=args.top_p if args.temperature > 0 else None)
+    new = model.generate(
+        ids,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature or 1.0,
+        top_p=args.top_p if args.temperature > 0 else None,
+    )
     print(tok.decode(new[0].tolist(), skip_special_tokens=True))
     return 0
 
@@ -132,11 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train a model at a preset (resumes from --out when possible)")
     _common(p), _data(p)
     p.add_argument("--model", choices=("encdec", "deconly"), default="encdec")
-    p.add_argument("--size", choices=("smoke", "mini", "tiny", "small", "medium", "large"),
-                   help="model size (default: the preset's)")
+    p.add_argument(
+        "--size",
+        choices=("smoke", "mini", "tiny", "small", "medium", "large"),
+        help="model size (default: the preset's)",
+    )
     p.add_argument("--out", help="checkpoint folder (default: checkpoints/<preset>/cli-<data>-<model>)")
     p.add_argument("--resume", help="checkpoint file to resume from")
-    p.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss (GPU speed)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the forward pass and loss (GPU speed)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="perplexity (and ROUGE on SAMSum) of a checkpoint on the test split")
@@ -145,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="only the first N test examples")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("generate", help="continue a prompt (decoder-only) or summarize a source (encoder-decoder)")
+    p = sub.add_parser(
+        "generate", help="continue a prompt (decoder-only) or summarize a source (encoder-decoder)"
+    )
     _common(p)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--text", required=True)
@@ -158,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="execute the course notebooks with papermill")
     _common(p)
     p.add_argument("--only", nargs="+", help="notebook numbers or names, e.g. 00 03")
-    p.add_argument("--update-notebooks", action="store_true",
-                   help="copy successfully executed notebooks (with outputs) back into notebooks/")
+    p.add_argument(
+        "--update-notebooks",
+        action="store_true",
+        help="copy successfully executed notebooks (with outputs) back into notebooks/",
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="training and generation speed against the Hugging Face peers",
-                       add_help=False)
+    p = sub.add_parser(
+        "bench", help="training and generation speed against the Hugging Face peers", add_help=False
+    )
     p.set_defaults(func=None)
 
     p = sub.add_parser("results", help="print the results table, or regenerate it in README.md")
@@ -172,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark owns its options
-        from .bench.speed import main as bench_main
+        from .bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)

@@ -4,6 +4,11 @@ Statistics are checked on hand-built attention whose answers are known (uniform,
 one-hot diagonal, perfectly monotonic), and the plumbing (unpadding, batching,
 bertviz layout, widgets, figures) on tiny random models.
 """
+
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # tests only: no display
@@ -16,13 +21,21 @@ from matplotlib.figure import Figure
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+import reftx_lib.analysis.attention.stats as stats_module
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.analysis.attention import (
-    AttentionExplorer, AttentionRecord, attention_stats, extract_attention, plot_attention, plot_attention_grid,
-    plot_stat_distributions, speaker_mass, speaker_token_mask, stats_over_dataset, to_bertviz, token_labels,
+from reftx_lib.analysis.attention.explorer import AttentionExplorer, to_bertviz
+from reftx_lib.analysis.attention.extract import AttentionRecord, extract_attention, token_labels
+from reftx_lib.analysis.attention.plots import plot_attention, plot_attention_grid, plot_stat_distributions
+from reftx_lib.analysis.attention.stats import (
+    attention_stats,
+    cross_profile,
+    speaker_mass,
+    speaker_token_mask,
+    stats_over_dataset,
     uniform_baseline,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 DIALOGUE = "Amanda: I baked cookies. Do you want some?\nJerry: Sure! Amanda: is a name here, not a speaker."
 SUMMARY = "Amanda baked cookies and will bring Jerry some."
 TEXTS = [DIALOGUE, SUMMARY, "the cat sat on the mat.\nthe dog sat on the log."]
@@ -34,11 +47,16 @@ def tok():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<bos>", "<eos>", "<sep>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<pad>", "<bos>", "<eos>", "<sep>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(TEXTS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", sep_token="<sep>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", sep_token="<sep>"
+    )
 
 
 def _tiny(cls, tok, n_layers):
@@ -82,8 +100,13 @@ def record_of(kind, att):
     tq, tk = att.shape[2:]
     tokens = [str(i) for i in range(max(tq, tk))]
     src = None if kind == "decoder" else tokens[:tk]
-    return AttentionRecord(attentions={kind: att}, decoder_ids=list(range(tq)), decoder_tokens=tokens[:tq],
-                           source_ids=None if src is None else list(range(tk)), source_tokens=src)
+    return AttentionRecord(
+        attentions={kind: att},
+        decoder_ids=list(range(tq)),
+        decoder_tokens=tokens[:tq],
+        source_ids=None if src is None else list(range(tk)),
+        source_tokens=src,
+    )
 
 
 # ---------------------------------------------------------------- extraction
@@ -93,7 +116,10 @@ def test_extract_shapes_unpadding_and_labels(encdec, tok, rows):
     rec = extract_attention(encdec, row + [0, 0, 0], tok)  # trailing padding is ignored
     s, t = cut, len(row) - cut - 1
     assert {k: v.shape for k, v in rec.attentions.items()} == {
-        "encoder": (2, 2, s, s), "decoder": (2, 2, t, t), "cross": (2, 2, t, s)}
+        "encoder": (2, 2, s, s),
+        "decoder": (2, 2, t, t),
+        "cross": (2, 2, t, s),
+    }
     assert rec.decoder_ids == [1] + row[cut + 1 : -1]  # decoder inputs: [BOS] + target[:-1]
     assert rec.query_labels("cross")[0] == "<bos>" and rec.key_labels("cross") == rec.source_tokens
     assert rec.source_tokens[-1] == "." and "▁sat" in rec.decoder_tokens  # spaces shown as ▁
@@ -106,12 +132,17 @@ def test_extract_shapes_unpadding_and_labels(encdec, tok, rows):
 def test_rows_sum_to_one_and_decoder_is_causal(encdec, deconly, tok, rows):
     for model in (encdec, deconly):
         rec = extract_attention(model, rows[0], tok)
-        for kind, att in rec.attentions.items():
+        for att in rec.attentions.values():
             np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
         dec = rec.attention("decoder")
         assert np.all(np.triu(dec, k=1) == 0)  # row i sees keys 0..i only
     assert extract_attention(deconly, rows[0], tok).kinds == ["decoder"]
-    assert extract_attention(deconly, rows[0], tok).attention("decoder").shape == (1, 2, len(rows[0]), len(rows[0]))
+    assert extract_attention(deconly, rows[0], tok).attention("decoder").shape == (
+        1,
+        2,
+        len(rows[0]),
+        len(rows[0]),
+    )
 
 
 def test_clear_errors(encdec, tok, rows):
@@ -194,9 +225,42 @@ def test_stats_over_dataset_matches_records_and_is_deterministic(encdec, tok, ro
         for name, value in attention_stats(rec, kind).items():
             np.testing.assert_allclose(part[name].to_numpy(), value.reshape(-1), atol=1e-5)
     cross0 = df[(df.example == 0) & (df.kind == "cross")]
-    assert cross0["uniform_speaker_mass"].iloc[0] == pytest.approx(speaker_token_mask(DIALOGUE, tok).mean(), abs=1e-6)
+    assert cross0["uniform_speaker_mass"].iloc[0] == pytest.approx(
+        speaker_token_mask(DIALOGUE, tok).mean(), abs=1e-6
+    )
     sampled = stats_over_dataset(encdec, rows, tok, n=2, seed=1)
     assert sampled["example"].nunique() == 2
+
+
+def test_cross_profile_on_hand_made_attention(monkeypatch):
+    to_first = np.zeros((1, 2, 3, 4))
+    to_first[..., 0] = 1.0  # every target row reads source token 0: profile [1, 0], dependence 0
+    diagonal = np.broadcast_to(np.eye(4), (1, 2, 4, 4)).copy()  # tokens 0-1 | 2-3 per bin: profile [0.5, 0.5]
+    records = {"first": record_of("cross", to_first), "diagonal": record_of("cross", diagonal)}
+    monkeypatch.setattr(stats_module, "extract_attention", lambda model, example, tokenizer: records[example])
+    profile, dependence = cross_profile(None, ["first", "diagonal"], None, bins=2)
+    np.testing.assert_allclose(profile, [0.75, 0.25])
+    # a one-hot diagonal row against the mean row (1/4 everywhere): total variation 0.5 * (3/4 + 3 * 1/4)
+    assert dependence == pytest.approx((0.0 + 0.75) / 2)
+
+
+def test_cross_profile_is_the_mean_of_per_example_profiles(encdec, deconly, tok, rows):
+    profile, dependence = cross_profile(encdec, rows, tok, bins=4)
+    assert profile.shape == (4,) and profile.sum() == pytest.approx(1.0) and 0 < dependence < 1
+    alone = [cross_profile(encdec, [row], tok, bins=4) for row in rows]
+    np.testing.assert_allclose(profile, np.mean([p for p, _ in alone], axis=0), atol=1e-6)
+    assert dependence == pytest.approx(np.mean([d for _, d in alone]), abs=1e-6)
+    with pytest.raises(ValueError, match="no 'cross' attention"):
+        cross_profile(deconly, rows[:1], tok)
+
+
+def test_stats_import_loads_no_plotting_or_widget_library():
+    code = (
+        "import sys, reftx_lib.analysis.attention.stats; "
+        "print(sorted(m for m in ('ipywidgets', 'IPython', 'seaborn', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------- export and plots
@@ -209,7 +273,12 @@ def test_bertviz_layout(encdec, deconly, tok, rows):
     assert [tuple(a.shape) for a in bv["cross_attention"]] == [(1, 2, t, s)] * 2
     assert bv["encoder_tokens"] == rec.source_tokens and bv["decoder_tokens"] == rec.decoder_tokens
     dec = to_bertviz(extract_attention(deconly, rows[0], tok))
-    assert set(dec) == {"attention", "tokens"} and dec["attention"][0].shape == (1, 2, len(rows[0]), len(rows[0]))
+    assert set(dec) == {"attention", "tokens"} and dec["attention"][0].shape == (
+        1,
+        2,
+        len(rows[0]),
+        len(rows[0]),
+    )
     out = deconly(torch.tensor([rows[0]]), return_attention=True)
     assert to_bertviz(out, decoder_tokens=dec["tokens"])["attention"][0].shape == dec["attention"][0].shape
     with pytest.raises(ValueError, match="batch size 1"):
@@ -220,13 +289,24 @@ def test_plots_return_figures_and_save_pngs(encdec, tok, rows, tmp_path):
     import matplotlib.pyplot as plt
 
     rec = extract_attention(encdec, rows[1], tok)
-    fig = plot_attention(rec.matrix("cross", 0, 1), rec.query_labels("cross"), rec.key_labels("cross"),
-                         "cross", rows="target tokens", columns="source tokens")
+    fig = plot_attention(
+        rec.matrix("cross", 0, 1),
+        rec.query_labels("cross"),
+        rec.key_labels("cross"),
+        "cross",
+        rows="target tokens",
+        columns="source tokens",
+    )
     assert isinstance(fig, Figure) and "rows = target tokens" in fig.axes[0].get_title()
     grid = plot_attention_grid(rec, "encoder", path=tmp_path / "figures" / "grid.png")
     assert len(grid.axes) == 2 * 2 + 1  # layers x heads + colour bar
-    df = pd.concat([stats_over_dataset(encdec, rows, tok, n=4, corpus="a"),
-                    stats_over_dataset(encdec, rows[::-1], tok, n=4, corpus="b")], ignore_index=True)
+    df = pd.concat(
+        [
+            stats_over_dataset(encdec, rows, tok, n=4, corpus="a"),
+            stats_over_dataset(encdec, rows[::-1], tok, n=4, corpus="b"),
+        ],
+        ignore_index=True,
+    )
     dist = plot_stat_distributions(df, "entropy", path=tmp_path / "dist.png")
     assert isinstance(dist, Figure)
     for name in ("figures/grid.png", "dist.png"):
@@ -236,11 +316,18 @@ def test_plots_return_figures_and_save_pngs(encdec, tok, rows, tmp_path):
 
 # ---------------------------------------------------------------- explorer
 def test_explorer_reacts_to_widgets(encdec, deconly, tok, rows):
-    explorer = AttentionExplorer({"encoder-decoder": (encdec, rows, tok), "decoder-only": (deconly, rows, tok)})
+    explorer = AttentionExplorer(
+        {"encoder-decoder": (encdec, rows, tok), "decoder-only": (deconly, rows, tok)}
+    )
     assert explorer.widget.children and explorer.kind.options == ("encoder", "decoder", "cross")
     shown = explorer.current_matrix()
-    steps = [(explorer.layer, 1), (explorer.head, 1), (explorer.kind, "cross"), (explorer.example, 2),
-             (explorer.head, -1)]
+    steps = [
+        (explorer.layer, 1),
+        (explorer.head, 1),
+        (explorer.kind, "cross"),
+        (explorer.example, 2),
+        (explorer.head, -1),
+    ]
     for control, value in steps:
         control.value = value
         new = explorer.current_matrix()

@@ -16,6 +16,7 @@ running the cells ~7 s, mostly importing torch and transformers in the fresh ker
 changing the head < 1 s) and up to about 60 s on a loaded machine or with cold
 caches. ``pytest -s tests/test_browser.py`` prints the measured stages.
 """
+
 import json
 import os
 import secrets
@@ -33,20 +34,28 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "figures" / "exp3_explorer_browser.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 120_000  # generous: the first run imports torch and transformers in a fresh kernel
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason=f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)",
+)
 
-DEMO_SETUP = '''\
+DEMO_SETUP = """\
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from reftx_lib import ReferenceTransformer
-from reftx_lib.analysis.attention import AttentionExplorer
+from reftx_lib.analysis.attention.explorer import AttentionExplorer
 
 texts = ["Amanda: I baked cookies. Do you want some?\\nJerry: Sure!", "Amanda will bring Jerry cookies.",
          "the cat sat on the mat. the dog sat on the log."]
@@ -67,12 +76,12 @@ with torch.no_grad():  # sharpen the random attention so the heat maps show stru
             p.mul_(15)
 ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
 rows = [ids(texts[0]) + [3] + ids(texts[1]) + [2], ids(texts[2]) + [3] + ids(texts[1]) + [2]]
-'''
-DEMO_EXPLORER = '''\
+"""
+DEMO_EXPLORER = """\
 # NBVAL_IGNORE_OUTPUT
 explorer = AttentionExplorer({"tiny random model": (model, rows, tok)})
 explorer.widget
-'''
+"""
 
 
 def write_demo_notebook(path: Path) -> Path:
@@ -92,8 +101,12 @@ def _free_port() -> int:
 
 def _api(url: str, token: str, path: str, method: str = "GET", body: dict | None = None) -> bytes:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.read()
 
@@ -128,28 +141,51 @@ def jupyterlab(tmp_path):
     env.pop("MPLBACKEND", None)  # the kernel must use the inline backend to render the heat map
     log = open(tmp_path / "jupyterlab.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],  # (ServerApp.token is deprecated)
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.allow_root=True",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],  # (ServerApp.token is deprecated)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         start = time.perf_counter()
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {proc.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()}")
+                pytest.fail(
+                    f"JupyterLab exited with code {proc.returncode}:\n"
+                    f"{(tmp_path / 'jupyterlab.log').read_text()}"
+                )
             try:
                 json.loads(_api(url, token, "/api/status"))
                 break
             except OSError:
                 if time.perf_counter() - start > 60:
-                    pytest.fail(f"JupyterLab did not answer within 60 s:\n{(tmp_path / 'jupyterlab.log').read_text()}")
+                    pytest.fail(
+                        f"JupyterLab did not answer within 60 s:\n{(tmp_path / 'jupyterlab.log').read_text()}"
+                    )
                 time.sleep(0.25)
         print(f"\nJupyterLab ready in {time.perf_counter() - start:.1f} s")
-        # A session made up front means Lab opens the notebook on a running kernel, with no "Select Kernel" dialog.
-        _api(url, token, "/api/sessions", "POST",
-             {"path": "demo.ipynb", "type": "notebook", "name": "demo.ipynb", "kernel": {"name": "python3"}})
+        # A session made up front means Lab opens the notebook on a running kernel, with no "Select Kernel"
+        # dialog.
+        _api(
+            url,
+            token,
+            "/api/sessions",
+            "POST",
+            {"path": "demo.ipynb", "type": "notebook", "name": "demo.ipynb", "kernel": {"name": "python3"}},
+        )
         yield {"url": url, "token": token, "log": tmp_path / "jupyterlab.log"}
     finally:
         _stop(proc, url, token)
@@ -182,8 +218,11 @@ def _run_all_cells(page, timeout_error: type[Exception]) -> None:
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         try:
-            page.wait_for_function("() => ![...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')]"
-                                   ".some(prompt => prompt.textContent.includes('[ ]'))", timeout=15_000)
+            page.wait_for_function(
+                "() => ![...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')]"
+                ".some(prompt => prompt.textContent.includes('[ ]'))",
+                timeout=15_000,
+            )
             return
         except timeout_error:
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
@@ -204,7 +243,9 @@ def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
             # Should a dialog (e.g. "Select Kernel") still cover the page, accept it before the next action.
-            page.add_locator_handler(page.locator(".jp-Dialog"), lambda d: d.locator(".jp-mod-accept").click())
+            page.add_locator_handler(
+                page.locator(".jp-Dialog"), lambda d: d.locator(".jp-mod-accept").click()
+            )
             page.goto(f"{jupyterlab['url']}/lab/tree/demo.ipynb?token={jupyterlab['token']}")
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')  # kernel started
@@ -223,7 +264,9 @@ def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
             head.locator("select").select_option(label="0")  # "average" -> head 0
             page.wait_for_function(
                 "old => { const img = document.querySelector('.widget-output img');"
-                " return img !== null && img.src !== old; }", arg=before)
+                " return img !== null && img.src !== old; }",
+                arg=before,
+            )
             timings["change head"] = time.perf_counter() - t
             after = _heat_map_src(page)
             assert after.startswith("data:image/png;base64,") and after != before

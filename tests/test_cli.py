@@ -1,4 +1,6 @@
-"""The command line and the notebook runner: clear errors, non-zero exits, failures reported with their cell."""
+"""The command line and the notebook runner: clear errors, non-zero exits, failures reported with their
+cell."""
+
 import subprocess
 import sys
 
@@ -9,15 +11,20 @@ from reftx_lib.course.runner import report, run_course
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "reftx_lib", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "reftx_lib", *args], capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (("train", "--preset", "huge"), "invalid choice: 'huge'"),
-    (("train", "--data", "wikipedia"), "invalid choice: 'wikipedia'"),
-    (("train", "--epochs", "3"), "unrecognized arguments: --epochs"),
-    (("fly",), "invalid choice: 'fly'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("train", "--preset", "huge"), "invalid choice: 'huge'"),
+        (("train", "--data", "wikipedia"), "invalid choice: 'wikipedia'"),
+        (("train", "--epochs", "3"), "unrecognized arguments: --epochs"),
+        (("fly",), "invalid choice: 'fly'"),
+    ],
+)
 def test_bad_options_exit_2_with_a_message(args, message):
     proc = cli(*args)
     assert proc.returncode == 2

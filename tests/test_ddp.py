@@ -1,4 +1,5 @@
 """Data-parallel training: 2 gloo processes under torchrun follow the single-process loss curve."""
+
 import json
 import os
 import subprocess
@@ -31,7 +32,9 @@ CONFIG = TrainConfig(max_steps=8, lr=3e-3, warmup_steps=2, batch_tokens=300, eva
                      progress=False, device="cpu")
 """
 
-WORKER = SETUP + """
+WORKER = (
+    SETUP
+    + """
 import json, sys
 import torch.distributed as dist
 from reftx_lib.train.trainer import init_distributed, train
@@ -44,15 +47,26 @@ if rank == 0:
                "val": [r["val_loss"] for r in history.evals()]}, open(sys.argv[1], "w"))
 dist.destroy_process_group()
 """
+)
 
 
 def test_two_process_ddp_matches_single_process(tmp_path):
     script, out = tmp_path / "worker.py", tmp_path / "ddp.json"
     script.write_text(textwrap.dedent(WORKER))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(script), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(script),
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads(out.read_text())
     assert ddp["world"] == 2
@@ -62,7 +76,9 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     data = namespace["rows"](80)
     single = train(namespace["model"](), data[:70], data[70:], namespace["CONFIG"])
     assert len(ddp["losses"]) == len(single) == 8
-    torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor([r["train_loss"] for r in single]),
-                               rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(ddp["val"]), torch.tensor([r["val_loss"] for r in single.evals()]),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(ddp["losses"]), torch.tensor([r["train_loss"] for r in single]), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        torch.tensor(ddp["val"]), torch.tensor([r["val_loss"] for r in single.evals()]), rtol=1e-4, atol=1e-5
+    )

@@ -2,15 +2,18 @@
 
 Models here are tiny (d_model 32, 1 layer, vocab 64) so the subprocess starts and finishes in seconds.
 """
+
 import math
 
 import pytest
 
 from reftx_lib import ModelConfig
-from reftx_lib.train.device import training_memory_mb
 from reftx_lib.train.evaluation import distinct_n, repetition_rate
+from reftx_lib.train.memory import training_memory_mb
 
-TINY = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=64).to_dict()
+TINY = ModelConfig(
+    vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=64
+).to_dict()
 
 
 def test_training_memory_is_positive_for_the_encoder_decoder():
@@ -23,9 +26,11 @@ def test_training_memory_is_positive_for_the_encoder_decoder():
 def test_training_memory_is_positive_and_grows_with_the_batch():
     small = training_memory_mb("ReferenceDecoderOnly", TINY, [[1] + list(range(4, 20)) + [2]], steps=1)
     # vocab 4096 and 64 rows of 60 tokens: the logits would be 64 * 60 * 4096 * 4 bytes = 60 MiB, but the
-    # step measured is the trainer's, whose fused CPU loss never builds them (reftx_lib.model.loss); the rest grows too
-    big = training_memory_mb("ReferenceDecoderOnly", {**TINY, "vocab_size": 4096},
-                             [[1] + list(range(4, 62)) + [2]] * 64, steps=1)
+    # step measured is the trainer's, whose fused CPU loss never builds them (reftx_lib.model.loss); the rest
+    # grows too
+    big = training_memory_mb(
+        "ReferenceDecoderOnly", {**TINY, "vocab_size": 4096}, [[1] + list(range(4, 62)) + [2]] * 64, steps=1
+    )
     assert 0 < small < 500
     assert big > small + 10
 

@@ -6,6 +6,7 @@ tiny model stays near the unigram loss on a task that needs its context; it fail
 the code before the fix. The others check the learning benchmark's parts against each
 other, and run it end to end at CI size.
 """
+
 import json
 import math
 import random
@@ -13,7 +14,7 @@ import random
 import pytest
 import torch
 
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib import ReferenceDecoderOnly
 from reftx_lib.bench import learning
 from reftx_lib.train.trainer import TrainConfig, train
 
@@ -34,14 +35,25 @@ def chain_rows(n: int, successor: list[int], seed: int, length: int = 32) -> lis
 
 
 def context_task_loss(seed: int = 0, **config) -> float:
-    """Validation loss of a tiny decoder-only model (d_model 64, 2 layers) after 100 steps on the chain task."""
+    """Validation loss of a tiny decoder-only model (d_model 64, 2 layers) after 100 steps on the chain
+    task."""
     successor = list(range(K))
     random.Random(0).shuffle(successor)
     torch.manual_seed(seed)
-    model = ReferenceDecoderOnly(vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_len=64, dropout=0.0,
-                                 **config)
-    cfg = TrainConfig(max_steps=100, warmup_steps=10, lr=1e-3, batch_tokens=16 * 34, eval_every=100,
-                      eval_batches=None, progress=False, device="cpu", seed=seed)
+    model = ReferenceDecoderOnly(
+        vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_len=64, dropout=0.0, **config
+    )
+    cfg = TrainConfig(
+        max_steps=100,
+        warmup_steps=10,
+        lr=1e-3,
+        batch_tokens=16 * 34,
+        eval_every=100,
+        eval_batches=None,
+        progress=False,
+        device="cpu",
+        seed=seed,
+    )
     history = train(model, chain_rows(2000, successor, 1), chain_rows(64, successor, 2), cfg)
     return history.evals()[-1]["val_loss"]
 
@@ -70,10 +82,15 @@ SMOKE = learning.LearningSetup(size="smoke", steps=4, warmup_steps=1, eval_every
 def test_shared_targets_match_each_models_own_loss(arch):
     """``_target_nll`` (one loss for both sides) equals what ours and the peer compute from their labels."""
     rng = random.Random(0)
-    rows = [[1] + [rng.randrange(4, 100) for _ in range(rng.randrange(3, 9))] + [3]
-            + [rng.randrange(4, 100) for _ in range(rng.randrange(2, 7))] + [2] for _ in range(5)]
-    splitter = ReferenceTransformer(vocab_size=128, d_model=8, n_layers=1, n_heads=1)
-    batch = learning.make_batch(rows, arch, splitter if arch == "encoder-decoder" else None)
+    rows = [
+        [1]
+        + [rng.randrange(4, 100) for _ in range(rng.randrange(3, 9))]
+        + [3]
+        + [rng.randrange(4, 100) for _ in range(rng.randrange(2, 7))]
+        + [2]
+        for _ in range(5)
+    ]
+    batch = learning.make_batch(rows, arch)
     for build in (learning.ours, learning.peer):
         torch.manual_seed(0)
         side = build(arch, SMOKE, 128, 32)
@@ -99,7 +116,9 @@ def test_batch_order_covers_every_row_each_epoch_and_depends_only_on_the_seed():
 
 def test_variant_option_parses_config_overrides():
     assert learning.parse_variant("before:scale_embedding=true,position_scale=1.0") == (
-        "before", {"scale_embedding": True, "position_scale": 1.0})
+        "before",
+        {"scale_embedding": True, "position_scale": 1.0},
+    )
     with pytest.raises(Exception, match="NAME:KEY=VALUE"):
         learning.parse_variant("no-overrides")
 
@@ -110,16 +129,39 @@ def test_learning_benchmark_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys)
     This is the benchmark's own target at CI size: ours within 0.02 nats of the peer after warm-up.
     """
     monkeypatch.setenv("REFTX_RESULTS_DIR", str(tmp_path))
-    code = learning.main(["--size", "smoke", "--steps", "12", "--warmup-steps", "2", "--eval-every", "4",
-                          "--n-val", "32", "--corpora", "tinystories", "--no-progress", "--save", "test",
-                          "--ours-variant", "2017:scale_embedding=true,position_scale=1.0"])
+    code = learning.main(
+        [
+            "--size",
+            "smoke",
+            "--steps",
+            "12",
+            "--warmup-steps",
+            "2",
+            "--eval-every",
+            "4",
+            "--n-val",
+            "32",
+            "--corpora",
+            "tinystories",
+            "--no-progress",
+            "--save",
+            "test",
+            "--ours-variant",
+            "2017:scale_embedding=true,position_scale=1.0",
+        ]
+    )
     out = capsys.readouterr().out
     stored = json.loads((tmp_path / "bench" / "learning-test.json").read_text())
     rows = stored["metrics"]["rows"]
-    assert [(r["arch"], r["corpus"]) for r in rows] == [("decoder-only", "tinystories"),
-                                                        ("encoder-decoder", "tinystories")]
+    assert [(r["arch"], r["corpus"]) for r in rows] == [
+        ("decoder-only", "tinystories"),
+        ("encoder-decoder", "tinystories"),
+    ]
     for r in rows:
-        assert r["steps"] == [0, 4, 8, 12] and len(r["ours"]) == len(r["peer"]) == len(r["variants"]["2017"]) == 4
+        assert (
+            r["steps"] == [0, 4, 8, 12]
+            and len(r["ours"]) == len(r["peer"]) == len(r["variants"]["2017"]) == 4
+        )
         assert r["diff"] == pytest.approx([o - p for o, p in zip(r["ours"], r["peer"])], abs=2e-4)
         assert 0 < r["unigram_loss"] < math.log(8192) < r["ours"][0] + 0.5  # untrained: about log V
         assert r["ours"][-1] < r["ours"][0] and r["peer"][-1] < r["peer"][0]
@@ -134,23 +176,34 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     So whatever separates the two in the learning benchmark is the initial draw, the dropout
     masks, or the position signal, never a difference in the maths of a block.
     """
-    from reftx_lib.bench.speed import peer_gpt2
+    from reftx_lib.bench.peers import peer_gpt2
 
     torch.manual_seed(0)
     gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
-    ours = ReferenceDecoderOnly.from_preset("smoke", vocab_size=97, dropout=0.0, max_len=24, positions="learned")
+    ours = ReferenceDecoderOnly.from_preset(
+        "smoke", vocab_size=97, dropout=0.0, max_len=24, positions="learned"
+    )
     g = gpt2.transformer
     copies = {"embed": g.wte, "pos": g.wpe, "norm": g.ln_f}  # ours <- GPT-2; Conv1D stores (in, out)
     for i, block in enumerate(g.h):
-        copies.update({f"layers.{i}.self_attn.in_proj": block.attn.c_attn, f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
-                       f"layers.{i}.self_block.norm": block.ln_1, f"layers.{i}.ffn.fc1": block.mlp.c_fc,
-                       f"layers.{i}.ffn.fc2": block.mlp.c_proj, f"layers.{i}.ffn_block.norm": block.ln_2})
+        copies.update(
+            {
+                f"layers.{i}.self_attn.in_proj": block.attn.c_attn,
+                f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
+                f"layers.{i}.self_block.norm": block.ln_1,
+                f"layers.{i}.ffn.fc1": block.mlp.c_fc,
+                f"layers.{i}.ffn.fc2": block.mlp.c_proj,
+                f"layers.{i}.ffn_block.norm": block.ln_2,
+            }
+        )
     conv1d = {"in_proj", "out_proj", "fc1", "fc2"}
     with torch.no_grad():
         for name, source in copies.items():
             target = ours.get_submodule(name)
             for kind, value in source.named_parameters(recurse=False):
-                getattr(target, kind).copy_(value.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value)
+                getattr(target, kind).copy_(
+                    value.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value
+                )
     ids = torch.randint(4, 97, (3, 20))
     ids[1, 12:] = 0  # right padding
     ours_loss = ours(ids, labels=ids, return_logits=False)["loss"]  # the fused loss the trainer uses
@@ -160,15 +213,22 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     for name, source in copies.items():
         target = ours.get_submodule(name)
         for kind, value in source.named_parameters(recurse=False):
-            expected = value.grad.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value.grad
+            expected = (
+                value.grad.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value.grad
+            )
             torch.testing.assert_close(getattr(target, kind).grad, expected, atol=1e-6, rtol=1e-4)
 
 
 def _row(ours_by_seed: list[list[float]], peer_by_seed: list[list[float]]) -> dict:
     steps = [0, 25, 50]
     run = lambda curve: {"curve": [[s, v] for s, v in zip(steps, curve)]}  # noqa: E731
-    return {"steps": steps, "runs": {"ours": {str(i): run(c) for i, c in enumerate(ours_by_seed)},
-                                     "peer": {str(i): run(c) for i, c in enumerate(peer_by_seed)}}}
+    return {
+        "steps": steps,
+        "runs": {
+            "ours": {str(i): run(c) for i, c in enumerate(ours_by_seed)},
+            "peer": {str(i): run(c) for i, c in enumerate(peer_by_seed)},
+        },
+    }
 
 
 def test_gap_verdict_pairs_seeds_and_weighs_the_gap_against_their_noise():

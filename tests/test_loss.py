@@ -1,4 +1,5 @@
 """The loss: the plain cross-entropy and the fused CPU version must agree in value and in every gradient."""
+
 import pytest
 import torch
 from torch import nn
@@ -24,15 +25,21 @@ def packed_batch():
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("pad", [0, 5])
 def test_loss_ignores_pad_and_negative_labels_for_any_pad_id(pad, fused):
-    """pad 0 takes the clamp path, any other pad the masked_fill path; fused or not, both match a manual mean."""
+    """pad 0 takes the clamp path, any other pad the masked_fill path; fused or not, both match a manual
+    mean."""
     torch.manual_seed(0)
     hidden = torch.randn(2, 4, 8, requires_grad=True)
     head = torch.randn(V, 8, requires_grad=True)
     labels = torch.tensor([[7, pad, -100, 9], [pad, 11, 12, -100]])
     keep = (labels != pad) & (labels >= 0)
-    out = (fused_head_cross_entropy(hidden, head, labels, pad) if fused
-           else cross_entropy(hidden @ head.t(), labels, pad))
-    torch.testing.assert_close(out["loss"], nn.functional.cross_entropy((hidden @ head.t())[keep], labels[keep]))
+    out = (
+        fused_head_cross_entropy(hidden, head, labels, pad)
+        if fused
+        else cross_entropy(hidden @ head.t(), labels, pad)
+    )
+    torch.testing.assert_close(
+        out["loss"], nn.functional.cross_entropy((hidden @ head.t())[keep], labels[keep])
+    )
     assert int(out["n_tokens"]) == 4
 
 
@@ -46,8 +53,10 @@ def test_fused_loss_gradients_equal_the_plain_ones_for_any_chunking(monkeypatch,
     labels = torch.randint(0, V, (2, 5))
     labels[0, 1] = -100
     grads = []
-    for fn in (lambda: cross_entropy(hidden @ head.t(), labels, 0),
-               lambda: fused_head_cross_entropy(hidden, head, labels, 0)):
+    for fn in (
+        lambda: cross_entropy(hidden @ head.t(), labels, 0),
+        lambda: fused_head_cross_entropy(hidden, head, labels, 0),
+    ):
         out = fn()
         (2.5 * out["loss"]).backward()  # an upstream gradient other than 1 must scale both gradients
         grads.append((out["loss"].detach(), hidden.grad.clone(), head.grad.clone()))
@@ -67,11 +76,14 @@ def test_no_counted_label_gives_nan_on_both_paths():
 
 @pytest.mark.parametrize("cls", MODELS)
 def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradients(cls, monkeypatch):
-    """forward(return_logits=False) on CPU fuses head and loss: same loss and gradients for every parameter."""
+    """forward(return_logits=False) on CPU fuses head and loss: same loss and gradients for every
+    parameter."""
     monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", 4 * V * 4)  # chunks of d_model = 32 rows: several
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr("reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(
+        "reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a)
+    )
     torch.manual_seed(0)
     model = cls(**TINY).train()
     ids = packed_batch()
@@ -81,21 +93,28 @@ def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradien
         out = model(ids, labels=ids, return_logits=return_logits)
         out["loss"].backward()
         assert ("logits" in out) == return_logits
-        results.append((out["loss"].detach(), int(out["n_tokens"]),
-                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+        results.append(
+            (
+                out["loss"].detach(),
+                int(out["n_tokens"]),
+                {n: p.grad.clone() for n, p in model.named_parameters()},
+            )
+        )
     assert len(calls) == 1, "return_logits=False on CPU must use the fused loss"
     (plain_loss, plain_n, plain_grads), (fused_loss, fused_n, fused_grads) = results
     torch.testing.assert_close(fused_loss, plain_loss)
     assert fused_n == plain_n
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(fused_grads[name], grad, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_plain_path_without_gradients_or_under_autocast(monkeypatch):
     """Evaluation (no_grad) and autocast keep the plain loss: the fused one is for float32 training only."""
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr("reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(
+        "reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a)
+    )
     torch.manual_seed(0)
     model = ReferenceDecoderOnly(**TINY)
     ids = packed_batch()

@@ -1,4 +1,5 @@
 """Model tests on tiny configurations (d_model 32, 1-2 layers, vocab 50): correctness by comparison."""
+
 import pytest
 import torch
 from torch import nn
@@ -135,7 +136,11 @@ def test_padding_leaves_real_outputs_unchanged(cls):
 def test_masks():
     ids = torch.tensor([[5, 6, 0]])
     assert key_padding_mask(ids, 0).shape == (1, 1, 1, 3)
-    assert combined_mask(ids, 0)[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+    assert combined_mask(ids, 0)[0, 0].tolist() == [
+        [True, False, False],
+        [True, True, False],
+        [True, True, False],
+    ]
 
 
 # ---------------------------------------------------------------- attention
@@ -180,8 +185,11 @@ def test_causal_self_attention_matches_torch_multihead_attention(seed):
 @pytest.mark.parametrize("cls", MODELS)
 def test_sdpa_path_matches_explicit_path(cls):
     m = make(cls)
-    ids = packed([[5, 6, 7, 8], [9, 10]], [[11, 12, 2], [13, 14, 15, 16, 2]]) if cls is ReferenceTransformer \
+    ids = (
+        packed([[5, 6, 7, 8], [9, 10]], [[11, 12, 2], [13, 14, 15, 16, 2]])
+        if cls is ReferenceTransformer
         else rand_ids(2, 9)
+    )
     fused = m(ids)["logits"]
     explicit = m(ids, return_attention=True)["logits"]
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
@@ -230,10 +238,12 @@ def test_sampling_is_seeded_and_respects_top_k():
     prompt = rand_ids(4, 3)
     a = m.generate(prompt, 8, do_sample=True, top_k=1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, m.generate(prompt, 8))  # top-k = 1 is greedy
-    b = m.generate(prompt, 8, do_sample=True, top_p=0.9, temperature=0.8,
-                   generator=torch.Generator().manual_seed(3))
-    c = m.generate(prompt, 8, do_sample=True, top_p=0.9, temperature=0.8,
-                   generator=torch.Generator().manual_seed(3))
+    b = m.generate(
+        prompt, 8, do_sample=True, top_p=0.9, temperature=0.8, generator=torch.Generator().manual_seed(3)
+    )
+    c = m.generate(
+        prompt, 8, do_sample=True, top_p=0.9, temperature=0.8, generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(b, c)
 
 
@@ -272,7 +282,9 @@ def test_parameter_formulas_match_modules(cls, norm_first, tie, positions):
     assert n["ffn"] == count(lambda s: ".ffn." in s)
     assert n["norms"] == count(lambda s: "norm" in s or "block.norm" in s)
     if cls is ReferenceTransformer:
-        assert n["encoder_self_attention"] == count(lambda s: s.startswith("encoder_layers") and "self_attn." in s)
+        assert n["encoder_self_attention"] == count(
+            lambda s: s.startswith("encoder_layers") and "self_attn." in s
+        )
         assert n["encoder"] == count(lambda s: s.startswith("encoder"))
         assert n["decoder"] == count(lambda s: s.startswith("decoder"))
     else:
@@ -282,8 +294,11 @@ def test_parameter_formulas_match_modules(cls, norm_first, tie, positions):
 
 
 def test_presets_match_the_seed_table():
-    assert {k: (v["d_model"], v["n_layers"], v["n_heads"]) for k, v in MODEL_PRESETS.items() if k not in ("smoke", "mini")} == {
-        "tiny": (128, 2, 4), "small": (256, 4, 8), "medium": (512, 6, 8), "large": (768, 8, 12)}
+    assert {
+        k: (v["d_model"], v["n_layers"], v["n_heads"])
+        for k, v in MODEL_PRESETS.items()
+        if k not in ("smoke", "mini")
+    } == {"tiny": (128, 2, 4), "small": (256, 4, 8), "medium": (512, 6, 8), "large": (768, 8, 12)}
     m = ReferenceTransformer.from_preset("small", vocab_size=V, dropout=0.2)
     assert m.config.d_ff == 1024 and m.config.dropout == 0.2 and len(m.encoder_layers) == 4
 
@@ -294,8 +309,9 @@ def test_flops_formula_decoder_only_and_encoder_decoder():
     assert dec.flops_per_token(t) == 6 * (n * (4 * d * d + 2 * d * f) + d * v) + 12 * n * d * t
     # with S = 0 source tokens... not allowed in practice; instead compare against a direct count
     s = 16
-    per_example = 6 * (s * n * (6 * d * d + 2 * d * f) + t * (n * (6 * d * d + 2 * d * f) + d * v)) \
-        + 12 * n * d * (s * s + t * t + s * t)
+    per_example = 6 * (
+        s * n * (6 * d * d + 2 * d * f) + t * (n * (6 * d * d + 2 * d * f) + d * v)
+    ) + 12 * n * d * (s * s + t * t + s * t)
     assert encdec.flops_per_token(src_len=s, tgt_len=t) == pytest.approx(per_example / t)
     # the encoder-decoder spends more per predicted token than the decoder-only model of equal width
     assert encdec.flops_per_token(src_len=s, tgt_len=t) > dec.flops_per_token(s + t)
@@ -326,12 +342,15 @@ def test_checkpoint_with_separate_qkv_projections_still_loads():
 
 
 # ---------------------------------------------------------------- errors
-@pytest.mark.parametrize("kwargs,field", [
-    (dict(d_model=30, n_heads=4), "n_heads"),
-    (dict(d_model=0), "d_model"),
-    (dict(n_layers=-1), "n_layers"),
-    (dict(vocab_size=0), "vocab_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(d_model=30, n_heads=4), "n_heads"),
+        (dict(d_model=0), "d_model"),
+        (dict(n_layers=-1), "n_layers"),
+        (dict(vocab_size=0), "vocab_size"),
+    ],
+)
 def test_bad_config_raises_named_value_error(kwargs, field):
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{**TINY, **kwargs})

@@ -4,6 +4,7 @@ nbval executes them (see the README's test command); these checks cover what
 execution cannot: one parameters cell each, no `;`-terminated cells, and committed
 outputs that come from a real `cpu` or `gpu` run, whose provenance is the first output.
 """
+
 import json
 import re
 from pathlib import Path
@@ -50,13 +51,24 @@ def test_committed_outputs_come_from_a_real_run(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), f"{path.name}: not every cell was executed"
-    first = next((o for c in code for o in c.get("outputs", []) if o.get("output_type") == "stream"
-                  and o.get("name") == "stdout"), None)
+    first = next(
+        (
+            o
+            for c in code
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "stream" and o.get("name") == "stdout"
+        ),
+        None,
+    )
     assert first is not None, f"{path.name}: no printed output"
     text = "".join(first["text"])
-    match = re.search(r"Run: preset=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text)
+    match = re.search(
+        r"Run: preset=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text
+    )
     assert match, f"{path.name}: the first output is not the provenance line: {text[:200]!r}"
-    assert match.group(1) in ("cpu", "gpu"), f"{path.name}: committed outputs come from preset {match.group(1)!r}"
+    assert match.group(1) in ("cpu", "gpu"), (
+        f"{path.name}: committed outputs come from preset {match.group(1)!r}"
+    )
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: committed notebook holds an error output"
 
@@ -64,4 +76,6 @@ def test_committed_outputs_come_from_a_real_run(path):
 def test_readme_results_table_is_generated_from_results():
     text = (ROOT / "README.md").read_text()
     table = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
-    assert table == readme_table(), "README results table is stale: run `python -m reftx_lib results --update-readme`"
+    assert table == readme_table(), (
+        "README results table is stale: run `python -m reftx_lib results --update-readme`"
+    )

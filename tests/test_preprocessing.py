@@ -3,10 +3,16 @@
 import pytest
 from datasets import Dataset, DatasetDict
 
+from reftx_lib.constants import BOS_ID, EOS_ID, SEP_ID
 from reftx_lib.data.preprocessing import (
-    chunk_document, encode_blocks, encode_documents, encode_midpoint, encode_samsum, midpoint_split,
+    chunk_document,
+    encode_blocks,
+    encode_documents,
+    encode_midpoint,
+    encode_samsum,
+    midpoint_split,
 )
-from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, SEP_ID, train_bpe
+from reftx_lib.data.tokenizer import train_bpe
 
 WORDS = "the quick brown fox jumps over a lazy dog while Lily bakes cookies for Jerry".split()
 
@@ -23,7 +29,9 @@ def tok():
 @pytest.fixture(scope="module")
 def docs():
     sizes = [3, 10, 60, 130, 400, 1]  # words: short, medium and long documents
-    return Dataset.from_dict({"id": [f"d{i}" for i in range(len(sizes))], "text": [_doc(n, i) for i, n in enumerate(sizes)]})
+    return Dataset.from_dict(
+        {"id": [f"d{i}" for i in range(len(sizes))], "text": [_doc(n, i) for i, n in enumerate(sizes)]}
+    )
 
 
 @pytest.mark.parametrize("n, max_tokens", [(0, 5), (1, 5), (5, 5), (6, 5), (11, 5), (520, 510), (1021, 510)])
@@ -91,7 +99,9 @@ def test_blocks_are_exact_and_lose_only_the_tail(tok, docs):
 
 
 def test_dataset_dict_gives_per_split_stats(tok, docs):
-    out, stats = encode_midpoint(DatasetDict({"train": docs, "test": docs}), tok, max_doc_tokens=64, min_doc_tokens=8)
+    out, stats = encode_midpoint(
+        DatasetDict({"train": docs, "test": docs}), tok, max_doc_tokens=64, min_doc_tokens=8
+    )
     assert isinstance(out, DatasetDict) and set(stats) == {"train", "test"}
     assert stats["train"] == stats["test"]
 

@@ -1,4 +1,5 @@
 """The results registry: provenance on every stored number, tables built from the files."""
+
 import json
 
 import pytest
@@ -19,15 +20,18 @@ def test_saved_results_carry_provenance(registry):
     path = save_results("exp9", "cpu", {"rouge1": {"1.0": 31.5}}, prov)
     stored = json.loads(path.read_text())
     assert path == registry / "exp9" / "cpu.json"
-    assert {"preset", "device", "torch", "commit", "date", "wall_time_s", "config"} <= set(stored["provenance"])
+    assert {"preset", "device", "torch", "commit", "date", "wall_time_s", "config"} <= set(
+        stored["provenance"]
+    )
     assert stored["provenance"]["preset"] == "cpu" and stored["provenance"]["wall_time_s"] == 12.3
     assert stored["metrics"]["rouge1"]["1.0"] == 31.5
     assert not list(registry.glob("exp9/*.tmp"))
 
 
 def test_stored_table_reads_nested_keys_with_dots_and_marks_missing_runs(registry):
-    save_results("exp9", "cpu", {"rouge1": {"scratch": {"1.0": 31.5}}},
-                 provenance("cpu", torch.device("cpu"), {}, 1.0))
+    save_results(
+        "exp9", "cpu", {"rouge1": {"scratch": {"1.0": 31.5}}}, provenance("cpu", torch.device("cpu"), {}, 1.0)
+    )
     table = stored_results_table("exp9", ["rouge1.scratch.1.0", "missing.key"])
     cpu_row, gpu_row = table.splitlines()[2:]
     assert cpu_row.startswith("| cpu | 31.50 | — |")

@@ -1,12 +1,21 @@
 """Exp 4 helpers: power-law fits recover known exponents, degrade honestly, and FLOPs add up."""
+
 import math
 
 import numpy as np
 import pytest
 
 from reftx_lib import ReferenceTransformer
-from reftx_lib.analysis.scaling import (fit_gain_per_doubling, fit_power_law, gain_per_doubling, power_law_band, predict,
-                               size_name, size_overrides, training_flops)
+from reftx_lib.analysis.scaling import (
+    fit_gain_per_doubling,
+    fit_power_law,
+    gain_per_doubling,
+    power_law_band,
+    predict,
+    size_name,
+    size_overrides,
+    training_flops,
+)
 
 
 def synthetic(n, e=1.8, a=40.0, alpha=0.3, noise=0.0, seeds=1, rng_seed=0):

@@ -4,9 +4,7 @@ import json
 
 import pytest
 
-from reftx_lib.data.tokenizer import (
-    BOS_ID, EOS_ID, PAD_ID, SEP_ID, load_tokenizer, tokenizer_info, train_bpe,
-)
+from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, load_tokenizer, tokenizer_info, train_bpe
 
 TEXTS = [
     "Amanda: I baked cookies. Do you want some?\nJerry: Sure!",
@@ -23,12 +21,24 @@ def tiny_tok():
 def test_special_ids(tiny_tok):
     assert (PAD_ID, BOS_ID, EOS_ID, SEP_ID) == (0, 1, 2, 3)
     assert tiny_tok.convert_tokens_to_ids(["<pad>", "<bos>", "<eos>", "<sep>"]) == [0, 1, 2, 3]
-    assert (tiny_tok.pad_token_id, tiny_tok.bos_token_id, tiny_tok.eos_token_id, tiny_tok.sep_token_id) == (0, 1, 2, 3)
+    assert (tiny_tok.pad_token_id, tiny_tok.bos_token_id, tiny_tok.eos_token_id, tiny_tok.sep_token_id) == (
+        0,
+        1,
+        2,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["hello world", "Ünïcödé — “quotes” 日本語", "emoji 😀👍🏽 ok", "lines\nand\r\n  spaces  \n\n", " lead", ""],
+    [
+        "hello world",
+        "Ünïcödé — “quotes” 日本語",
+        "emoji 😀👍🏽 ok",
+        "lines\nand\r\n  spaces  \n\n",
+        " lead",
+        "",
+    ],
 )
 def test_round_trip_is_exact(tiny_tok, text):
     ids = tiny_tok.encode(text)
@@ -59,7 +69,9 @@ def test_load_tokenizer_caches_and_reports_info(tmp_path, monkeypatch):
     assert saved["key"] == info["key"]
     again = load_tokenizer(vocab_size=400, corpora=("tinystories",))  # cache hit: same key and vocab
     assert tokenizer_info(again)["key"] == info["key"] and again.get_vocab() == tok.get_vocab()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tokenizer-")] == [f"tokenizer-{info['key']}"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tokenizer-")] == [
+        f"tokenizer-{info['key']}"
+    ]
 
 
 def test_info_of_untracked_tokenizer(tiny_tok):

@@ -1,4 +1,5 @@
 """Trainer, checkpoint and evaluation tests on tiny synthetic data (d_model 32, 1 layer, vocab 40)."""
+
 import random
 
 import pytest
@@ -29,8 +30,16 @@ def make(cls, seed=0):
 
 
 def cfg(**kw):
-    base = dict(max_steps=12, lr=3e-3, warmup_steps=2, batch_tokens=256, eval_every=4, eval_batches=2,
-                progress=False, seed=7)
+    base = dict(
+        max_steps=12,
+        lr=3e-3,
+        warmup_steps=2,
+        batch_tokens=256,
+        eval_every=4,
+        eval_batches=2,
+        progress=False,
+        seed=7,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -39,8 +48,20 @@ def test_history_fields_and_loss_goes_down(cls, packed):
     rows = synthetic_rows(200, packed)
     hist = train(make(cls), rows[:180], rows[180:], cfg(max_steps=60, eval_every=20))
     assert len(hist) == 60
-    keys = {"step", "epoch", "train_loss", "val_loss", "val_ppl", "lr", "tokens", "supervised_tokens",
-            "wall_time", "tokens_per_s", "peak_mem_mb", "padding_waste"}
+    keys = {
+        "step",
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_ppl",
+        "lr",
+        "tokens",
+        "supervised_tokens",
+        "wall_time",
+        "tokens_per_s",
+        "peak_mem_mb",
+        "padding_waste",
+    }
     assert keys <= set(hist[0])
     assert [r["step"] for r in hist.evals()] == [20, 40, 60]
     assert hist.evals()[-1]["val_loss"] < hist.evals()[0]["val_loss"] < hist[0]["train_loss"]
@@ -67,7 +88,9 @@ def test_resume_continues_exactly(tmp_path, cls, packed):
     train(first, rows[:50], rows[50:], cfg(stop_after=6, checkpoint_dir=str(tmp_path)))
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
     resumed = make(cls, seed=123)  # different init: everything must come from the checkpoint
-    hist2 = train(resumed, rows[:50], rows[50:], cfg(checkpoint_dir=str(tmp_path)), resume=tmp_path / "last.pt")
+    hist2 = train(
+        resumed, rows[:50], rows[50:], cfg(checkpoint_dir=str(tmp_path)), resume=tmp_path / "last.pt"
+    )
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
     assert [r["train_loss"] for r in hist] == [r["train_loss"] for r in hist2]
@@ -130,8 +153,12 @@ def test_non_finite_loss_inside_a_log_window_names_its_step(tmp_path, monkeypatc
     model = make(ReferenceDecoderOnly)
     poison_losses_after(model, monkeypatch, 5)
     with pytest.raises(FloatingPointError, match="at step 6;"):
-        train(model, rows[:30], rows[30:], cfg(eval_every=4, eval_batches=1, log_every=3,
-                                               checkpoint_dir=str(tmp_path)))
+        train(
+            model,
+            rows[:30],
+            rows[30:],
+            cfg(eval_every=4, eval_batches=1, log_every=3, checkpoint_dir=str(tmp_path)),
+        )
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
 
 
@@ -155,7 +182,9 @@ def test_compiled_training_matches_eager_without_graph_breaks(monkeypatch):
         model = ReferenceTransformer(**{**TINY, "dropout": 0.0})
         runs.append(train(model, rows[:50], rows[50:], cfg(max_steps=6, compile=compiled)))
     assert [r["train_loss"] for r in runs[1]] == pytest.approx([r["train_loss"] for r in runs[0]], rel=1e-4)
-    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(
+        counters["graph_break"]
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs only exist with an accelerator")
@@ -170,8 +199,12 @@ def test_no_host_sync_between_log_points():
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                train(make(ReferenceTransformer), rows[:180], rows[180:],
-                      cfg(max_steps=steps, eval_every=steps, eval_batches=1, log_every=steps, device="cuda"))
+                train(
+                    make(ReferenceTransformer),
+                    rows[:180],
+                    rows[180:],
+                    cfg(max_steps=steps, eval_every=steps, eval_batches=1, log_every=steps, device="cuda"),
+                )
         finally:
             torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)
@@ -220,4 +253,6 @@ def test_rouge_on_known_pairs():
 
 def test_longest_3_keeps_dialogue_order():
     dialogue = "A: hi\nB: a much longer line here\nA: medium line\nB: ok\nA: the longest line of them all"
-    assert longest_3(dialogue) == "B: a much longer line here\nA: medium line\nA: the longest line of them all"
+    assert (
+        longest_3(dialogue) == "B: a much longer line here\nA: medium line\nA: the longest line of them all"
+    )

@@ -1,4 +1,5 @@
 """Exp 5 conversion tests on a tiny decoder-only model (d_model 32, 2 layers, 4 heads, vocab 50)."""
+
 import pytest
 import torch
 
@@ -34,12 +35,20 @@ def pairs(model, dec, part):
     for i, src in enumerate(dec.layers):
         if part == "encoder":
             enc = model.encoder_layers[i]
-            out += [(enc.self_attn, src.self_attn), (enc.attn_block, src.self_block),
-                    (enc.ffn, src.ffn), (enc.ffn_block, src.ffn_block)]
+            out += [
+                (enc.self_attn, src.self_attn),
+                (enc.attn_block, src.self_block),
+                (enc.ffn, src.ffn),
+                (enc.ffn_block, src.ffn_block),
+            ]
         else:
             dst = model.decoder_layers[i]
-            out += [(dst.self_attn, src.self_attn), (dst.self_block, src.self_block),
-                    (dst.ffn, src.ffn), (dst.ffn_block, src.ffn_block)]
+            out += [
+                (dst.self_attn, src.self_attn),
+                (dst.self_block, src.self_block),
+                (dst.ffn, src.ffn),
+                (dst.ffn_block, src.ffn_block),
+            ]
     out.append((model.encoder_norm if part == "encoder" else model.decoder_norm, dec.norm))
     return out
 

@@ -11,6 +11,7 @@ say how fast the reducible part shrinks. Three parameters need at least four
 distinct sizes to be constrained; with fewer, ``fit_power_law`` fixes ``E`` and
 says so instead of returning a fit that only looks precise.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,49 +91,71 @@ def fit_power_law(n, loss, e_fixed: float | None = None, n_samples: int = 2000, 
         raise ValueError("parameter counts must be positive")
     sizes = np.unique(n)
     if sizes.size < 2:
-        raise ValueError(f"a power law needs at least 2 distinct model sizes, got {sizes.size} "
-                         f"({n.size} finite point(s)); add sizes to the ladder")
+        raise ValueError(
+            f"a power law needs at least 2 distinct model sizes, got {sizes.size} "
+            f"({n.size} finite point(s)); add sizes to the ladder"
+        )
     rng = np.random.default_rng(seed)
-    n0 = float(np.exp(np.mean(np.log(sizes))))  # fit in N / n0: keeps A of order 1 and the problem well scaled
+    n0 = float(
+        np.exp(np.mean(np.log(sizes)))
+    )  # fit in N / n0: keeps A of order 1 and the problem well scaled
     x = n / n0
     if sizes.size >= 4 and e_fixed is None:
         result = _fit_free(x, loss)
         method = "E + A*N^-alpha, all three fitted (scipy curve_fit)"
-        note = (f"{sizes.size} distinct sizes, {n.size} points: the three parameters are fitted; "
-                "alpha_std is curve_fit's standard error")
+        note = (
+            f"{sizes.size} distinct sizes, {n.size} points: the three parameters are fitted; "
+            "alpha_std is curve_fit's standard error"
+        )
     else:
         e = 0.0 if e_fixed is None else float(e_fixed)
         if np.any(loss <= e):
             raise ValueError(f"every loss must exceed the fixed E={e} to fit log(L - E)")
         result = _fit_fixed_e(x, loss, e)
         method = f"A*N^-alpha + E with E fixed at {e:g} (log-log least squares)"
-        why = (f"only {sizes.size} distinct sizes: E + A*N^-alpha is not constrained, so E is fixed at {e:g}"
-               if e_fixed is None else f"E fixed at {e:g} by the caller")
-        note = why + ("; with E = 0 alpha is the local log-log slope, a lower bound on the true exponent"
-                      if e == 0 else "")
+        why = (
+            f"only {sizes.size} distinct sizes: E + A*N^-alpha is not constrained, so E is fixed at {e:g}"
+            if e_fixed is None
+            else f"E fixed at {e:g} by the caller"
+        )
+        note = why + (
+            "; with E = 0 alpha is the local log-log slope, a lower bound on the true exponent"
+            if e == 0
+            else ""
+        )
         if result["dof"] == 0:
             note += "; no residual degrees of freedom, so alpha has no error bar (alpha_std = nan)"
     e, a_scaled, alpha = result["params"]
     cov_scaled = result["cov"]
     # Undo the scaling N -> N / n0: A = A' * n0^alpha; propagate to the covariance (delta method).
     a = a_scaled * n0**alpha
-    jac = np.array([[1.0, 0.0, 0.0],
-                    [0.0, n0**alpha, a_scaled * n0**alpha * math.log(n0)],
-                    [0.0, 0.0, 1.0]])
+    jac = np.array([[1.0, 0.0, 0.0], [0.0, n0**alpha, a_scaled * n0**alpha * math.log(n0)], [0.0, 0.0, 1.0]])
     cov = jac @ cov_scaled @ jac.T if np.all(np.isfinite(cov_scaled)) else np.full((3, 3), np.nan)
     samples = np.empty((0, 3))
     if np.all(np.isfinite(cov_scaled)) and np.any(np.diag(cov_scaled) > 0):
-        draws = rng.multivariate_normal([e, a_scaled, alpha], cov_scaled, size=n_samples, check_valid="ignore")
+        draws = rng.multivariate_normal(
+            [e, a_scaled, alpha], cov_scaled, size=n_samples, check_valid="ignore"
+        )
         draws[:, 1] = draws[:, 1] * n0 ** draws[:, 2]
         samples = draws
     pred = _law(n, e, a, alpha)
     stds = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(3, np.nan)
     return {
-        "E": float(e), "A": float(a), "alpha": float(alpha), "alpha_std": float(stds[2]),
-        "E_std": float(stds[0]), "A_std": float(stds[1]), "cov": cov.tolist(),
-        "method": method, "constrained": bool(sizes.size >= 4 and e_fixed is None),
-        "n_points": int(n.size), "n_sizes": int(sizes.size), "dof": int(result["dof"]),
-        "rmse": float(np.sqrt(np.mean((loss - pred) ** 2))), "note": note, "samples": samples,
+        "E": float(e),
+        "A": float(a),
+        "alpha": float(alpha),
+        "alpha_std": float(stds[2]),
+        "E_std": float(stds[0]),
+        "A_std": float(stds[1]),
+        "cov": cov.tolist(),
+        "method": method,
+        "constrained": bool(sizes.size >= 4 and e_fixed is None),
+        "n_points": int(n.size),
+        "n_sizes": int(sizes.size),
+        "dof": int(result["dof"]),
+        "rmse": float(np.sqrt(np.mean((loss - pred) ** 2))),
+        "note": note,
+        "samples": samples,
     }
 
 
@@ -145,8 +168,9 @@ def _fit_free(x: np.ndarray, loss: np.ndarray) -> dict:
     p0 = [e0, math.exp(intercept), max(1e-3, -slope)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
-        params, cov = curve_fit(_law, x, loss, p0=p0, bounds=([0.0, 1e-12, 1e-4], [float(loss.min()), np.inf, 5.0]),
-                                maxfev=20000)
+        params, cov = curve_fit(
+            _law, x, loss, p0=p0, bounds=([0.0, 1e-12, 1e-4], [float(loss.min()), np.inf, 5.0]), maxfev=20000
+        )
     dof = x.size - 3
     if dof <= 0:
         cov = np.full((3, 3), np.nan)
@@ -210,8 +234,16 @@ def gain_per_doubling(n, values, lower_is_better: bool = True) -> list[dict]:
     for (n_lo, v_lo), (n_hi, v_hi) in zip(zip(sizes, means), zip(sizes[1:], means[1:])):
         doublings = math.log2(n_hi / n_lo)
         delta = (v_lo - v_hi) if lower_is_better else (v_hi - v_lo)
-        out.append({"n_from": int(n_lo), "n_to": int(n_hi), "n_mid": float(math.sqrt(n_lo * n_hi)),
-                    "doublings": doublings, "gain": float(delta), "gain_per_doubling": float(delta / doublings)})
+        out.append(
+            {
+                "n_from": int(n_lo),
+                "n_to": int(n_hi),
+                "n_mid": float(math.sqrt(n_lo * n_hi)),
+                "doublings": doublings,
+                "gain": float(delta),
+                "gain_per_doubling": float(delta / doublings),
+            }
+        )
     return out
 
 

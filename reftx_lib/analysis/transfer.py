@@ -17,6 +17,7 @@ The token embedding (and so the tied output head) is copied whenever any part is
 initialized: encoder and decoder share it. Positions are sinusoidal, so
 ``max_len`` can be raised for longer sources without any new parameter.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,10 @@ def _copy(dst: nn.Module, src: nn.Module) -> None:
     dst_params = dict(dst.named_parameters())
     src_params = dict(src.named_parameters())
     if dst_params.keys() != src_params.keys():
-        raise ValueError(f"cannot copy {type(src).__name__} into {type(dst).__name__}: parameter names differ "
-                         f"({sorted(src_params)} vs {sorted(dst_params)})")
+        raise ValueError(
+            f"cannot copy {type(src).__name__} into {type(dst).__name__}: parameter names differ "
+            f"({sorted(src_params)} vs {sorted(dst_params)})"
+        )
     for name, p in src_params.items():
         dst_params[name].copy_(p)
 
@@ -63,7 +66,9 @@ def convert_decoder_only_to_encoder_decoder(
         raise ValueError(f"unknown cross_init {cross_init!r}; allowed values: {list(CROSS_INITS)}")
     config = dec_model.config if max_len is None else dec_model.config.replace(max_len=max_len)
     if config.max_len < dec_model.config.max_len:
-        raise ValueError(f"max_len={config.max_len} is below the pretrained model's {dec_model.config.max_len}")
+        raise ValueError(
+            f"max_len={config.max_len} is below the pretrained model's {dec_model.config.max_len}"
+        )
     device = next(dec_model.parameters()).device
     model = ReferenceTransformer(config=config)  # fresh init first, so the RNG use matches a scratch model
     if init_encoder or init_decoder:

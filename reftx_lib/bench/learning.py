@@ -33,6 +33,7 @@ difference must exceed). ``--ours-variant`` adds our model built with other
 Run: ``python -m reftx_lib bench --learning --save cpu``. The result goes to
 ``results/bench/learning-<save>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import BOS_ID, IGNORE_INDEX, PAD_ID, SEP_ID
 from ..data.batching import pad_batch
-from ..model.config import BOS_ID, MODEL_PRESETS, PAD_ID, SEP_ID
-from ..model.loss import IGNORE_INDEX
+from ..model import packing
+from ..model.config import MODEL_PRESETS
 from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
 CORPORA = ("textbooks", "samsum", "tinystories")
@@ -99,7 +101,9 @@ class LearningSetup:
 
 
 # --------------------------------------------------------------------- data
-def corpus_rows(corpus: str, arch: str, tokenizer, setup: LearningSetup) -> tuple[list[list[int]], list[list[int]]]:
+def corpus_rows(
+    corpus: str, arch: str, tokenizer, setup: LearningSetup
+) -> tuple[list[list[int]], list[list[int]]]:
     """Training rows and the first ``n_val`` validation rows of ``corpus`` in ``arch``'s layout."""
     from datasets import DatasetDict
 
@@ -111,8 +115,9 @@ def corpus_rows(corpus: str, arch: str, tokenizer, setup: LearningSetup) -> tupl
     ds = load_corpus(corpus)
     ds = DatasetDict(train=ds["train"], validation=ds["validation"])
     if corpus == "samsum":
-        data, _ = encode_samsum(ds, tokenizer, max_source_len=setup.max_source_len,
-                                max_target_len=setup.max_target_len)
+        data, _ = encode_samsum(
+            ds, tokenizer, max_source_len=setup.max_source_len, max_target_len=setup.max_target_len
+        )
         wrap = (lambda row: [BOS_ID] + row) if arch == "decoder-only" else (lambda row: row)
         train, val = ([wrap(r) for r in data[s]["input_ids"]] for s in ("train", "validation"))
     else:
@@ -120,12 +125,14 @@ def corpus_rows(corpus: str, arch: str, tokenizer, setup: LearningSetup) -> tupl
         data, _ = encode(ds, tokenizer, max_doc_tokens=setup.max_doc_tokens)
         train, val = data["train"]["input_ids"], data["validation"]["input_ids"]
     if len(val) < setup.n_val:
-        raise ValueError(f"{corpus}: only {len(val)} validation rows, fewer than n_val={setup.n_val}; lower --n-val")
+        raise ValueError(
+            f"{corpus}: only {len(val)} validation rows, fewer than n_val={setup.n_val}; lower --n-val"
+        )
     return list(train), list(val[: setup.n_val])
 
 
 def batch_order(n_rows: int, setup: LearningSetup, seed: int) -> list[list[int]]:
-    """Row indices of every training batch: shuffled epochs of ``batch_size`` rows, the same for both sides."""
+    """Row indices of every training batch: shuffled epochs of ``batch_size`` rows, alike for both sides."""
     rng = random.Random(seed)
     order: list[int] = []
     while len(order) < setup.steps * setup.batch_size:
@@ -162,14 +169,14 @@ class Batch:
     dec_in: torch.Tensor | None = None
 
 
-def make_batch(rows: list[list[int]], arch: str, splitter: ReferenceTransformer | None) -> Batch:
+def make_batch(rows: list[list[int]], arch: str) -> Batch:
     """Pad ``rows`` and, for the encoder-decoder, split them at SEP the way our model does."""
     ids = pad_batch(rows)  # (B, L)
     if arch == "decoder-only":
         targets = F.pad(ids[:, 1:], (0, 1), value=PAD_ID)  # (B, T): logits at t predict ids at t+1
         return Batch(ids, targets.masked_fill(targets == PAD_ID, IGNORE_INDEX))
-    src, tgt, _ = splitter.split_packed(ids)  # (B, S), (B, T)
-    return Batch(ids, tgt.masked_fill(tgt == PAD_ID, IGNORE_INDEX), src, splitter._shift_right(tgt))
+    src, tgt, _ = packing.split_packed(ids, SEP_ID, PAD_ID)  # (B, S), (B, T)
+    return Batch(ids, tgt.masked_fill(tgt == PAD_ID, IGNORE_INDEX), src, packing.shift_right(tgt, BOS_ID))
 
 
 @dataclass
@@ -182,30 +189,47 @@ class Side:
     logits: Callable[[Batch], torch.Tensor]  # (B, T, V), aligned with batch.targets
 
 
-def ours(arch: str, setup: LearningSetup, vocab_size: int, max_len: int, name: str = "ours",
-         **overrides) -> Side:
+def ours(
+    arch: str, setup: LearningSetup, vocab_size: int, max_len: int, name: str = "ours", **overrides
+) -> Side:
     """Our model for ``arch``, trained as ``reftx_lib.train.trainer`` trains it (fused head + loss on CPU)."""
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
-    model: BaseLanguageModel = cls.from_preset(setup.size, vocab_size=vocab_size, dropout=setup.dropout,
-                                               max_len=max_len, **overrides)
+    model: BaseLanguageModel = cls.from_preset(
+        setup.size, vocab_size=vocab_size, dropout=setup.dropout, max_len=max_len, **overrides
+    )
     if arch == "decoder-only":
-        return Side(name, model, lambda b: model(b.ids, labels=b.ids, check_ids=False, return_logits=False)["loss"],
-                    lambda b: model(b.ids, check_ids=False)["logits"])
-    return Side(name, model,
-                lambda b: model(**model.training_inputs(b.ids), check_ids=False, return_logits=False)["loss"],
-                lambda b: model(src_ids=b.src, tgt_ids=b.targets.clamp(min=0), check_ids=False)["logits"])
+        return Side(
+            name,
+            model,
+            lambda b: model(b.ids, labels=b.ids, check_ids=False, return_logits=False)["loss"],
+            lambda b: model(b.ids, check_ids=False)["logits"],
+        )
+    return Side(
+        name,
+        model,
+        lambda b: model(**model.training_inputs(b.ids), check_ids=False, return_logits=False)["loss"],
+        lambda b: model(src_ids=b.src, tgt_ids=b.targets.clamp(min=0), check_ids=False)["logits"],
+    )
 
 
 def peer(arch: str, setup: LearningSetup, vocab_size: int, max_len: int) -> Side:
-    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench.speed``), with our dropout on every path."""
-    from .speed import peer_gpt2, peer_mbart
+    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench.peers``), with our dropout on every path."""
+    from .peers import peer_gpt2, peer_mbart
 
     if arch == "decoder-only":
         model = peer_gpt2(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
-        return Side(PEERS[arch], model,
-                    lambda b: model(input_ids=b.ids, attention_mask=b.ids != PAD_ID,
-                                    labels=b.ids.masked_fill(b.ids == PAD_ID, IGNORE_INDEX)).loss,
-                    lambda b: model(input_ids=b.ids, attention_mask=b.ids != PAD_ID).logits)
+        return Side(
+            PEERS[arch],
+            model,
+            lambda b: (
+                model(
+                    input_ids=b.ids,
+                    attention_mask=b.ids != PAD_ID,
+                    labels=b.ids.masked_fill(b.ids == PAD_ID, IGNORE_INDEX),
+                ).loss
+            ),
+            lambda b: model(input_ids=b.ids, attention_mask=b.ids != PAD_ID).logits,
+        )
     model = peer_mbart(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
 
     def forward(b: Batch, **labels):
@@ -222,15 +246,27 @@ def _target_nll(side: Side, batches: list[Batch]) -> float:
     with torch.no_grad():
         for b in batches:
             logits = side.logits(b)  # (B, T, V)
-            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), b.targets.reshape(-1),
-                                           ignore_index=IGNORE_INDEX, reduction="sum"))
+            total += float(
+                F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)),
+                    b.targets.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+            )
             count += int((b.targets != IGNORE_INDEX).sum())
     side.model.train()
     return total / count
 
 
-def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch], setup: LearningSetup,
-               seed: int, progress: bool = True) -> dict:
+def train_side(
+    side: Side,
+    train_batches: list[Batch],
+    val_batches: list[Batch],
+    setup: LearningSetup,
+    seed: int,
+    progress: bool = True,
+) -> dict:
     """Train ``side`` on ``train_batches`` in order; return its validation curve and training time.
 
     The optimizer and schedule are the trainer's own (``make_optimizer``, ``lr_lambda``),
@@ -238,14 +274,22 @@ def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch],
     """
     from tqdm.auto import tqdm
 
+    from ..train.step import training_step
     from ..train.trainer import TrainConfig, lr_lambda, make_optimizer
 
-    config = TrainConfig(max_steps=setup.steps, lr=setup.lr, min_lr_ratio=setup.min_lr_ratio,
-                         warmup_steps=setup.warmup_steps, weight_decay=setup.weight_decay, betas=setup.betas,
-                         grad_clip=setup.grad_clip)
+    shared = (
+        "lr",
+        "min_lr_ratio",
+        "warmup_steps",
+        "weight_decay",
+        "betas",
+        "grad_clip",
+    )  # same names in both
+    config = TrainConfig(max_steps=setup.steps, **{name: getattr(setup, name) for name in shared})
     optimizer = make_optimizer(side.model, config, torch.device("cpu"))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, setup.warmup_steps, setup.steps, setup.min_lr_ratio))
+        optimizer, lambda s: lr_lambda(s, setup.warmup_steps, setup.steps, setup.min_lr_ratio)
+    )
     evals = set(setup.eval_steps())
     curve = [[0, _target_nll(side, val_batches)]]
     torch.manual_seed(seed + 1)  # dropout masks
@@ -253,12 +297,13 @@ def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch],
     seconds = 0.0
     for step, batch in enumerate(tqdm(train_batches, desc=side.name, disable=not progress, leave=False), 1):
         start = time.perf_counter()
-        loss = side.train_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(side.model.parameters(), setup.grad_clip)
-        optimizer.step()
-        schedule.step()
+        loss = training_step(
+            side.model,
+            lambda b=batch: side.train_loss(b),
+            optimizer,
+            scheduler=schedule,
+            grad_clip=setup.grad_clip,
+        )
         seconds += time.perf_counter() - start
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"{side.name}: training loss {loss.item()} at step {step}")
@@ -267,8 +312,14 @@ def train_side(side: Side, train_batches: list[Batch], val_batches: list[Batch],
     return {"curve": [[s, round(v, 5)] for s, v in curve], "train_seconds": round(seconds, 2)}
 
 
-def compare(corpus: str, arch: str, tokenizer, setup: LearningSetup,
-            variants: dict[str, dict] | None = None, progress: bool = True) -> dict:
+def compare(
+    corpus: str,
+    arch: str,
+    tokenizer,
+    setup: LearningSetup,
+    variants: dict[str, dict] | None = None,
+    progress: bool = True,
+) -> dict:
     """Train ours, the peer and any ``variants`` of ours on one corpus, for every seed; one result row.
 
     ``variants`` maps a name to ``ModelConfig`` overrides of our model (e.g. the
@@ -278,9 +329,7 @@ def compare(corpus: str, arch: str, tokenizer, setup: LearningSetup,
     train_rows, val_rows = corpus_rows(corpus, arch, tokenizer, setup)
     max_len = max(len(r) for r in train_rows + val_rows) + 1
     vocab = len(tokenizer)
-    splitter = ReferenceTransformer(vocab_size=vocab, d_model=8, n_layers=1, n_heads=1) \
-        if arch == "encoder-decoder" else None  # only its split_packed / _shift_right are used
-    val_batches = [make_batch(val_rows[i : i + 32], arch, splitter) for i in range(0, len(val_rows), 32)]
+    val_batches = [make_batch(val_rows[i : i + 32], arch) for i in range(0, len(val_rows), 32)]
 
     def targets(rows: list[list[int]]) -> list[list[int]]:  # the tokens each row's loss counts
         return [r[1:] if arch == "decoder-only" else r[r.index(SEP_ID) + 1 :] for r in rows]
@@ -293,35 +342,63 @@ def compare(corpus: str, arch: str, tokenizer, setup: LearningSetup,
         builders[name] = lambda o=overrides, n=name: ours(arch, setup, vocab, max_len, name=n, **o)
     runs: dict[str, dict[str, dict]] = {name: {} for name in builders}
     for seed in setup.seeds:
-        train_batches = [make_batch([train_rows[i] for i in index], arch, splitter)
-                         for index in batch_order(len(train_rows), setup, seed)]
+        train_batches = [
+            make_batch([train_rows[i] for i in index], arch)
+            for index in batch_order(len(train_rows), setup, seed)
+        ]
         for name, build in builders.items():
             torch.manual_seed(seed)
             runs[name][str(seed)] = train_side(build(), train_batches, val_batches, setup, seed, progress)
     steps = setup.eval_steps()
 
     def mean_curve(name: str) -> list[float]:
-        return [sum(r["curve"][i][1] for r in runs[name].values()) / len(setup.seeds) for i in range(len(steps))]
+        return [
+            sum(r["curve"][i][1] for r in runs[name].values()) / len(setup.seeds) for i in range(len(steps))
+        ]
 
     ours_mean, peer_mean = mean_curve("ours"), mean_curve("peer")
-    spread = {name: max((max(r["curve"][i][1] for r in per_seed.values())
-                         - min(r["curve"][i][1] for r in per_seed.values())
-                         for i, s in enumerate(steps) if s > setup.warmup_steps), default=0.0)
-              for name, per_seed in runs.items()} if len(setup.seeds) > 1 else None
+    spread = (
+        {
+            name: max(
+                (
+                    max(r["curve"][i][1] for r in per_seed.values())
+                    - min(r["curve"][i][1] for r in per_seed.values())
+                    for i, s in enumerate(steps)
+                    if s > setup.warmup_steps
+                ),
+                default=0.0,
+            )
+            for name, per_seed in runs.items()
+        }
+        if len(setup.seeds) > 1
+        else None
+    )
     row = {
-        "corpus": corpus, "arch": arch, "model": "ReferenceDecoderOnly" if arch == "decoder-only" else "ReferenceTransformer",
+        "corpus": corpus,
+        "arch": arch,
+        "model": "ReferenceDecoderOnly" if arch == "decoder-only" else "ReferenceTransformer",
         "peer_model": PEERS[arch],
-        "train_rows": len(train_rows), "val_rows": len(val_rows),
+        "train_rows": len(train_rows),
+        "val_rows": len(val_rows),
         "val_tokens": sum(int((b.targets != IGNORE_INDEX).sum()) for b in val_batches),
         "unigram_loss": round(unigram_nll(targets(train_rows), targets(val_rows), vocab), 4),
-        "steps": steps, "ours": [round(v, 4) for v in ours_mean], "peer": [round(v, 4) for v in peer_mean],
-        "diff": [round(o - p, 4) for o, p in zip(ours_mean, peer_mean)], "seed_spread": spread,
-        "variants": {name: [round(v, 4) for v in mean_curve(name)] for name in builders if name not in ("ours", "peer")},
+        "steps": steps,
+        "ours": [round(v, 4) for v in ours_mean],
+        "peer": [round(v, 4) for v in peer_mean],
+        "diff": [round(o - p, 4) for o, p in zip(ours_mean, peer_mean)],
+        "seed_spread": spread,
+        "variants": {
+            name: [round(v, 4) for v in mean_curve(name)] for name in builders if name not in ("ours", "peer")
+        },
         "runs": runs,
     }
     verdict = gap_verdict(row, setup.tolerance, setup.warmup_steps)
-    return {**row, "max_diff_after_warmup": round(verdict["gap"], 4), "gap_status": verdict["status"],
-            "within_tolerance": verdict["status"] == "within"}
+    return {
+        **row,
+        "max_diff_after_warmup": round(verdict["gap"], 4),
+        "gap_status": verdict["status"],
+        "within_tolerance": verdict["status"] == "within",
+    }
 
 
 # -------------------------------------------------------------------- report
@@ -337,40 +414,75 @@ def gap_verdict(row: dict, tolerance: float, warmup_steps: int) -> dict:
     """
     warm = [i for i, s in enumerate(row["steps"]) if s > warmup_steps]
     seeds = list(row["runs"]["ours"])
-    per_seed = [[row["runs"]["ours"][s]["curve"][i][1] - row["runs"]["peer"][s]["curve"][i][1] for s in seeds]
-                for i in warm]  # [step][seed]
+    per_seed = [
+        [row["runs"]["ours"][s]["curve"][i][1] - row["runs"]["peer"][s]["curve"][i][1] for s in seeds]
+        for i in warm
+    ]  # [step][seed]
     means = [sum(d) / len(d) for d in per_seed]
     worst = max(range(len(warm)), key=lambda k: means[k])
     gap, diffs = means[worst], per_seed[worst]
-    se = (sum((d - gap) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else None
-    status = "within" if gap <= tolerance else "undecided" if se is not None and gap - tolerance < 2 * se else "behind"
+    se = (
+        (sum((d - gap) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+        if len(diffs) > 1
+        else None
+    )
+    status = (
+        "within"
+        if gap <= tolerance
+        else "undecided"
+        if se is not None and gap - tolerance < 2 * se
+        else "behind"
+    )
     noise = "" if se is None else f" ± {se:.3f} (standard error over {len(diffs)} seeds)"
-    text = {"within": f"within the {tolerance} target",
-            "undecided": f"above the {tolerance} target by less than two standard errors: this run cannot decide",
-            "behind": f"NOT within the {tolerance} target"}[status]
+    text = {
+        "within": f"within the {tolerance} target",
+        "undecided": f"above the {tolerance} target by less than two standard errors: this run cannot decide",
+        "behind": f"NOT within the {tolerance} target",
+    }[status]
     step = row["steps"][warm[worst]]
-    return {"status": status, "gap": gap, "se": se, "step": step,
-            "text": f"largest ours - peer after warm-up {gap:+.3f} nats{noise} at step {step}: {text}"}
+    return {
+        "status": status,
+        "gap": gap,
+        "se": se,
+        "step": step,
+        "text": f"largest ours - peer after warm-up {gap:+.3f} nats{noise} at step {step}: {text}",
+    }
 
 
 def format_rows(rows: list[dict], setup: LearningSetup) -> str:
-    """A text table per row: validation loss of both sides at every evaluation, the difference, the controls."""
+    """A text table per row: validation loss of both sides at each evaluation, their difference,
+    and the controls."""
     lines = []
     for r in rows:
-        lines.append(f"{r['arch']} on {r['corpus']}: {r['model']} vs {r['peer_model']} ({r['val_tokens']:,} validation "
-                     f"tokens; unigram {r['unigram_loss']:.3f})")
+        lines.append(
+            f"{r['arch']} on {r['corpus']}: {r['model']} vs {r['peer_model']} "
+            f"({r['val_tokens']:,} validation tokens; unigram {r['unigram_loss']:.3f})"
+        )
         names = ["ours", "peer", *r["variants"]]
         curves = {"ours": r["ours"], "peer": r["peer"], **r["variants"]}
         widths = [max(14, len(n) + 2) for n in names]
-        lines.append("  step " + "".join(f"{n:>{w}s}" for n, w in zip(names, widths)) + f"{'ours - peer':>14s}")
+        lines.append(
+            "  step " + "".join(f"{n:>{w}s}" for n, w in zip(names, widths)) + f"{'ours - peer':>14s}"
+        )
         for i, step in enumerate(r["steps"]):
-            lines.append(f"  {step:4d} " + "".join(f"{curves[n][i]:{w}.3f}" for n, w in zip(names, widths))
-                         + f"{r['diff'][i]:+14.3f}")
-        spread = "" if r["seed_spread"] is None else (
-            "; seed spread after warm-up: " + ", ".join(f"{n} {v:.3f}" for n, v in r["seed_spread"].items()))
+            lines.append(
+                f"  {step:4d} "
+                + "".join(f"{curves[n][i]:{w}.3f}" for n, w in zip(names, widths))
+                + f"{r['diff'][i]:+14.3f}"
+            )
+        spread = (
+            ""
+            if r["seed_spread"] is None
+            else (
+                "; seed spread after warm-up: "
+                + ", ".join(f"{n} {v:.3f}" for n, v in r["seed_spread"].items())
+            )
+        )
         lines.append(f"  {gap_verdict(r, setup.tolerance, setup.warmup_steps)['text']}{spread}")
-    lines.append(f"validation loss in nats (mean over seeds {setup.seeds}); size {setup.size}, {setup.steps} steps of "
-                 f"{setup.batch_size} rows, lr {setup.lr}, warm-up {setup.warmup_steps}, dropout {setup.dropout}")
+    lines.append(
+        f"validation loss in nats (mean over seeds {setup.seeds}); size {setup.size}, {setup.steps} steps of "
+        f"{setup.batch_size} rows, lr {setup.lr}, warm-up {setup.warmup_steps}, dropout {setup.dropout}"
+    )
     return "\n".join(lines)
 
 
@@ -390,19 +502,28 @@ def verdict_lines(metrics: dict) -> list[str]:
     setup = metrics["setup"]
     lines = []
     for r in metrics["rows"]:
-        noise = "" if r["seed_spread"] is None else (
-            f" (seeds {setup['seeds']}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
-            f"the peer by {r['seed_spread']['peer']:.3f})")
+        noise = (
+            ""
+            if r["seed_spread"] is None
+            else (
+                f" (seeds {setup['seeds']}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
+                f"the peer by {r['seed_spread']['peer']:.3f})"
+            )
+        )
         gap = gap_verdict(r, setup["tolerance"], setup["warmup_steps"])["text"]
-        line = (f"{r['arch']} on {r['corpus']}: {gap}{noise}; "
-                f"at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, peer {r['peer'][-1]:.3f}, "
-                f"unigram {r['unigram_loss']:.3f}")
+        line = (
+            f"{r['arch']} on {r['corpus']}: {gap}{noise}; "
+            f"at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, peer {r['peer'][-1]:.3f}, "
+            f"unigram {r['unigram_loss']:.3f}"
+        )
         for name, curve in r["variants"].items():
             line += f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours)"
         lines.append(line)
     planned = metrics.get("n_rows_planned", len(metrics["rows"]))
     if len(metrics["rows"]) < planned:
-        lines.append(f"only {len(metrics['rows'])} of the {planned} planned rows were run: the others are not measured")
+        lines.append(
+            f"only {len(metrics['rows'])} of the {planned} planned rows were run: the others are not measured"
+        )
     return lines
 
 
@@ -417,15 +538,22 @@ def plot_curves(metrics: dict):
     rows = metrics["rows"]
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    fig, axes = plt.subplots(len(archs), len(corpora), figsize=(4.6 * len(corpora), 3.4 * len(archs)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(archs), len(corpora), figsize=(4.6 * len(corpora), 3.4 * len(archs)), squeeze=False, sharex=True
+    )
     for r in rows:
         ax = axes[archs.index(r["arch"])][corpora.index(r["corpus"])]
         for key, label, color in (("ours", r["model"], "C0"), ("peer", r["peer_model"], "C1")):
             ax.plot(r["steps"], r[key], color=color, label=label)
             per_seed = [[v for _, v in run["curve"]] for run in r["runs"][key].values()]
-            ax.fill_between(r["steps"], [min(v) for v in zip(*per_seed)], [max(v) for v in zip(*per_seed)],
-                            color=color, alpha=0.25, linewidth=0)
+            ax.fill_between(
+                r["steps"],
+                [min(v) for v in zip(*per_seed)],
+                [max(v) for v in zip(*per_seed)],
+                color=color,
+                alpha=0.25,
+                linewidth=0,
+            )
         for i, (name, curve) in enumerate(r["variants"].items()):
             ax.plot(r["steps"], curve, color=f"C{i + 2}", linestyle="--", label=f"ours, {name}")
         ax.axhline(r["unigram_loss"], color="grey", linewidth=1, label="unigram model")
@@ -442,8 +570,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """``name:key=value,key=value`` -> (name, ModelConfig overrides); values are read as JSON."""
     name, _, spec = text.partition(":")
     if not name or not spec:
-        raise argparse.ArgumentTypeError(f"--ours-variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE], "
-                                         "e.g. 2017-embedding:scale_embedding=true,position_scale=1.0")
+        raise argparse.ArgumentTypeError(
+            f"--ours-variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE], "
+            "e.g. 2017-embedding:scale_embedding=true,position_scale=1.0"
+        )
     overrides = {}
     for item in spec.split(","):
         key, eq, value = item.partition("=")
@@ -454,30 +584,47 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reftx_lib bench --learning``: run, print the tables, optionally save; 1 if a row misses the target."""
-    p = argparse.ArgumentParser(prog="python -m reftx_lib bench --learning", description=__doc__.split("\n")[0])
+    """``python -m reftx_lib bench --learning``: run, print, optionally save; 1 if a row misses the target."""
+    p = argparse.ArgumentParser(
+        prog="python -m reftx_lib bench --learning", description=__doc__.split("\n")[0]
+    )
     defaults = LearningSetup()
     p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     p.add_argument("--corpora", nargs="+", choices=CORPORA, default=list(CORPORA))
-    for name in ("size", "steps", "warmup_steps", "batch_size", "eval_every", "n_val", "max_doc_tokens"):
+    flags = ("size", "steps", "warmup_steps", "batch_size", "eval_every", "n_val", "max_doc_tokens")
+    for name in flags:
         value = getattr(defaults, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                       choices=sorted(MODEL_PRESETS) if name == "size" else None)
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(value),
+            default=value,
+            choices=sorted(MODEL_PRESETS) if name == "size" else None,
+        )
     p.add_argument("--seeds", nargs="+", type=int, default=defaults.seeds)
-    p.add_argument("--ours-variant", action="append", type=parse_variant, default=[],
-                   help="also train ours with ModelConfig overrides, NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument(
+        "--ours-variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        help="also train ours with ModelConfig overrides, NAME:KEY=VALUE[,KEY=VALUE]",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch in each job (default: torch's choice)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="(architecture, corpus) rows trained at once in separate processes; on a small CPU "
-                        "two jobs of one thread each finish sooner than one job of two threads")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="(architecture, corpus) rows trained at once in separate processes; on a small CPU "
+        "two jobs of one thread each finish sooner than one job of two threads",
+    )
     p.add_argument("--save", metavar="NAME", help="store the rows in results/bench/learning-<NAME>.json")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        setup = LearningSetup(size=args.size, steps=args.steps, warmup_steps=args.warmup_steps,
-                              batch_size=args.batch_size, eval_every=args.eval_every, n_val=args.n_val,
-                              max_doc_tokens=args.max_doc_tokens, max_source_len=args.max_doc_tokens,
-                              seeds=args.seeds)
+        setup = LearningSetup(
+            **{name: getattr(args, name) for name in flags},
+            max_source_len=args.max_doc_tokens,
+            seeds=args.seeds,
+        )
     except ValueError as exc:
         p.error(str(exc))
     if args.jobs < 1:
@@ -487,8 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     config = {**vars(args), "setup": asdict(setup), "threads": args.threads or torch.get_num_threads()}
     prov = provenance(args.save or "", torch.device("cpu"), config, 0.0)  # the commit that runs, taken now
-    tasks = [(corpus, arch, setup, dict(args.ours_variant), args.threads, not args.no_progress and args.jobs == 1)
-             for arch in args.archs for corpus in args.corpora]
+    tasks = [
+        (corpus, arch, setup, dict(args.ours_variant), args.threads, not args.no_progress and args.jobs == 1)
+        for arch in args.archs
+        for corpus in args.corpora
+    ]
     rows = []
     if args.jobs == 1:
         results = map(_compare_job, tasks)
@@ -502,9 +652,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(format_rows([row], setup).rsplit("\n", 1)[0], flush=True)
         if args.save:
-            metrics = {"rows": rows, "setup": asdict(setup), "n_rows": len(rows), "n_rows_planned": len(tasks),
-                       "max_diff_after_warmup": max(r["max_diff_after_warmup"] for r in rows),
-                       "rows_within_tolerance": sum(r["within_tolerance"] for r in rows)}
+            metrics = {
+                "rows": rows,
+                "setup": asdict(setup),
+                "n_rows": len(rows),
+                "n_rows_planned": len(tasks),
+                "max_diff_after_warmup": max(r["max_diff_after_warmup"] for r in rows),
+                "rows_within_tolerance": sum(r["within_tolerance"] for r in rows),
+            }
             prov["wall_time_s"] = round(time.perf_counter() - started, 1)
             path = save_results("bench", f"learning-{args.save}", metrics, prov)
     print(format_rows(rows, setup).rsplit("\n", 1)[1])

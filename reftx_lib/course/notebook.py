@@ -3,6 +3,7 @@
 The printed provenance line is the first output of every notebook, so a reader
 of a committed notebook sees which preset, device and commit produced it.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..train.device import resolve_device
 from ..paths import repo_root
+from ..train.device import resolve_device
+from ..train.trainer import seed_everything
 from .presets import get_preset
 from .results import provenance, save_results
-from ..train.trainer import seed_everything
 
 
 @dataclass
@@ -43,8 +44,12 @@ class NotebookRun:
 
     def save(self, experiment: str, metrics: dict, config: dict | None = None) -> Path:
         """Store ``metrics`` as ``results/<experiment>/<preset>.json`` with full provenance."""
-        prov = provenance(self.preset, self.device, config if config is not None else self.config,
-                          time.perf_counter() - self.started)
+        prov = provenance(
+            self.preset,
+            self.device,
+            config if config is not None else self.config,
+            time.perf_counter() - self.started,
+        )
         return save_results(experiment, self.preset, metrics, prov)
 
 
@@ -58,6 +63,8 @@ def setup_notebook(preset: str, seed: int = 0, device: str = "auto") -> Notebook
     sns.set_theme(context="notebook", style="whitegrid")
     plt.rcParams["figure.dpi"] = 90
     prov = provenance(preset, run.device, {}, 0.0)
-    print(f"Run: preset={preset} | seed={seed} | device={prov['device']} | torch {prov['torch']} | "
-          f"commit {prov['commit']} | {prov['date']}")
+    print(
+        f"Run: preset={preset} | seed={seed} | device={prov['device']} | torch {prov['torch']} | "
+        f"commit {prov['commit']} | {prov['date']}"
+    )
     return run

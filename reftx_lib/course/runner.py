@@ -4,6 +4,7 @@ The preset reaches the notebooks through the environment (``REFTX_PRESET``), not
 through an injected cell, so an executed notebook keeps exactly one
 ``parameters`` cell and can be committed as it is (``--update-notebooks``).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,15 +45,23 @@ def _describe_failure(exc: Exception, output: Path) -> str:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-                    return f"cell In [{cell.execution_count}] ({first_line[:60]!r}): {out['ename']}: {out['evalue']}"
+                    return (
+                        f"cell In [{cell.execution_count}] ({first_line[:60]!r}): "
+                        f"{out['ename']}: {out['evalue']}"
+                    )
     except Exception:  # the notebook could not be read back: report papermill's own error
         pass
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def run_course(preset: str, only: list[str] | None = None, update_notebooks: bool = False,
-               timeout_per_cell: int | None = None, folder: Path | None = None,
-               out_dir: Path | None = None) -> list[NotebookResult]:
+def run_course(
+    preset: str,
+    only: list[str] | None = None,
+    update_notebooks: bool = False,
+    timeout_per_cell: int | None = None,
+    folder: Path | None = None,
+    out_dir: Path | None = None,
+) -> list[NotebookResult]:
     """Execute the notebooks into ``runs/<preset>/``, going on past failures; returns one result each."""
     import papermill as pm
 
@@ -67,13 +76,22 @@ def run_course(preset: str, only: list[str] | None = None, update_notebooks: boo
         start = time.perf_counter()
         error = None
         try:
-            pm.execute_notebook(str(path), str(output), kernel_name="python3", cwd=str(path.parent),
-                                progress_bar=True, execution_timeout=timeout_per_cell)
+            pm.execute_notebook(
+                str(path),
+                str(output),
+                kernel_name="python3",
+                cwd=str(path.parent),
+                progress_bar=True,
+                execution_timeout=timeout_per_cell,
+            )
         except Exception as exc:  # keep going: report every failing notebook at the end
             error = _describe_failure(exc, output)
         seconds = time.perf_counter() - start
         results.append(NotebookResult(path.name, seconds, error))
-        print(f"    {'FAILED' if error else 'ok'} in {seconds:.0f} s" + (f": {error}" if error else ""), flush=True)
+        print(
+            f"    {'FAILED' if error else 'ok'} in {seconds:.0f} s" + (f": {error}" if error else ""),
+            flush=True,
+        )
         if update_notebooks and error is None:
             path.write_text(_without_machine_paths(output.read_text()))
     return results

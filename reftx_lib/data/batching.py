@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model.config import PAD_ID
+from ..constants import PAD_ID
 
 DEFAULT_POOL_SIZE = 1024  # examples sorted together when shuffling
 
@@ -49,11 +49,7 @@ def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[lis
 
 
 def token_budget_batches(
-    lengths: Sequence[int],
-    max_tokens: int,
-    shuffle: bool,
-    seed: int,
-    pool_size: int = DEFAULT_POOL_SIZE,
+    lengths: Sequence[int], max_tokens: int, shuffle: bool, seed: int, pool_size: int = DEFAULT_POOL_SIZE
 ) -> list[list[int]]:
     """Group example indices into batches with ``len(batch) * max_len(batch) <= max_tokens``.
 

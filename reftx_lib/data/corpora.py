@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
-from reftx_lib.paths import cache_dir, data_search_path
+from ..paths import cache_dir, data_search_path
 
 logger = logging.getLogger("reftx")
 
@@ -60,9 +60,7 @@ def split_of(key: str) -> str:
 
 def _hash_split(ds: Dataset, key_column: str) -> DatasetDict:
     """Split ``ds`` 90/5/5 by the hash of ``key_column`` (see ``split_of``)."""
-    with_split = ds.map(
-        lambda batch: {"_split": [split_of(k) for k in batch[key_column]]}, batched=True
-    )
+    with_split = ds.map(lambda batch: {"_split": [split_of(k) for k in batch[key_column]]}, batched=True)
     return DatasetDict(
         {
             name: with_split.filter(
@@ -79,8 +77,7 @@ def _hash_split(ds: Dataset, key_column: str) -> DatasetDict:
 def _clean_samsum(dsd: DatasetDict) -> DatasetDict:
     """Normalise line endings and drop empty dialogues (logged by id)."""
     dsd = dsd.map(
-        lambda batch: {"dialogue": [d.replace("\r\n", "\n") for d in batch["dialogue"]]},
-        batched=True,
+        lambda batch: {"dialogue": [d.replace("\r\n", "\n") for d in batch["dialogue"]]}, batched=True
     )
     out = {}
     for split, ds in dsd.items():
@@ -88,7 +85,9 @@ def _clean_samsum(dsd: DatasetDict) -> DatasetDict:
         if len(empty):
             logger.warning(
                 "samsum/%s: dropped %d record(s) with an empty dialogue, id(s) %s",
-                split, len(empty), ", ".join(empty["id"]),
+                split,
+                len(empty),
+                ", ".join(empty["id"]),
             )
         out[split] = ds.filter(lambda batch: [bool(d.strip()) for d in batch["dialogue"]], batched=True)
     return DatasetDict(out)
@@ -145,7 +144,9 @@ def _textbooks_local(folder: Path) -> DatasetDict:
     sections = sections.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
     logger.info(
         "textbooks: %d chapters -> %d sections (dropped %d whitespace-only piece(s))",
-        len(chapters), len(sections), n_sections - len(sections),
+        len(chapters),
+        len(sections),
+        n_sections - len(sections),
     )
     # Split by chapter so sections of one chapter never straddle train and test.
     return _hash_split(sections, "chapter_id")
@@ -155,7 +156,9 @@ def _textbooks_hub() -> DatasetDict:
     raw = load_dataset("nampdn-ai/tiny-textbooks", split="train")
     raw = raw.map(
         lambda batch, idx: {"text": batch["textbook"], "id": [f"tt-{i}" for i in idx]},
-        batched=True, with_indices=True, remove_columns=raw.column_names,
+        batched=True,
+        with_indices=True,
+        remove_columns=raw.column_names,
     )
     raw = raw.add_column("chapter_id", raw["id"])
     return _hash_split(raw, "text")
@@ -167,14 +170,18 @@ def _textbooks_hub() -> DatasetDict:
 def _stories_to_dsd(raw: Dataset) -> DatasetDict:
     raw = raw.map(
         lambda batch, idx: {"id": [f"ts-{i}" for i in idx], "text": [t.strip() for t in batch["text"]]},
-        batched=True, with_indices=True, remove_columns=raw.column_names,
+        batched=True,
+        with_indices=True,
+        remove_columns=raw.column_names,
     )
     return _hash_split(raw, "text")
 
 
 def _tinystories_local(folder: Path) -> DatasetDict:
     path = folder / LOCAL_FILES["tinystories"][0]
-    return _stories_to_dsd(load_dataset("json", data_files=str(path), split="train", cache_dir=_datasets_cache()))
+    return _stories_to_dsd(
+        load_dataset("json", data_files=str(path), split="train", cache_dir=_datasets_cache())
+    )
 
 
 def _tinystories_hub() -> DatasetDict:
@@ -244,7 +251,8 @@ def token_lengths(ds: Dataset, tokenizer, field: str = "text") -> np.ndarray:
     """Tokens per document of ``ds[field]``, through a cached ``map`` (histograms and statistics share it)."""
     counts = ds.map(
         lambda batch: {"n_tokens": [len(ids) for ids in _encode(tokenizer, batch[field])]},
-        batched=True, remove_columns=ds.column_names,
+        batched=True,
+        remove_columns=ds.column_names,
     )
     return np.asarray(counts["n_tokens"][:], dtype=np.int64)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, SEP_ID
+from ..constants import BOS_ID, EOS_ID, SEP_ID
 
 logger = logging.getLogger("reftx")
 
@@ -63,7 +63,9 @@ def midpoint_split(ids: list[int], sep_id: int = SEP_ID, eos_id: int = EOS_ID) -
     return ids[:half] + [sep_id] + ids[half:] + [eos_id]
 
 
-def _per_split(ds: Data, encode: Callable[[Dataset], tuple[Dataset, Stats]]) -> tuple[Data, Stats | dict[str, Stats]]:
+def _per_split(
+    ds: Data, encode: Callable[[Dataset], tuple[Dataset, Stats]]
+) -> tuple[Data, Stats | dict[str, Stats]]:
     """Apply ``encode`` to a Dataset, or to each split of a DatasetDict."""
     if isinstance(ds, DatasetDict):
         results = {split: encode(part) for split, part in ds.items()}
@@ -98,10 +100,16 @@ def _chunks(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int) ->
     if dropped:
         logger.info(
             "dropped %d of %d chunk(s) shorter than %d tokens (%d tokens)",
-            dropped, len(all_chunks), min_doc_tokens, dropped_tokens,
+            dropped,
+            len(all_chunks),
+            min_doc_tokens,
+            dropped_tokens,
         )
     return kept, {
-        "documents": len(ds), "chunks": len(kept), "dropped_short": dropped, "dropped_short_tokens": dropped_tokens,
+        "documents": len(ds),
+        "chunks": len(kept),
+        "dropped_short": dropped,
+        "dropped_short_tokens": dropped_tokens,
     }
 
 
@@ -187,7 +195,8 @@ def encode_blocks(ds: Data, tokenizer, block_size: int) -> tuple[Data, Stats | d
     def encode(part: Dataset) -> tuple[Dataset, Stats]:
         docs = part.map(
             lambda batch: {"ids": [[BOS_ID] + ids + [EOS_ID] for ids in _encode(tokenizer, batch["text"])]},
-            batched=True, remove_columns=part.column_names,
+            batched=True,
+            remove_columns=part.column_names,
         )
         stream = pc.list_flatten(docs.with_format("arrow")[:]["ids"]).to_numpy(zero_copy_only=False)  # (N,)
         n_blocks = len(stream) // block_size
@@ -236,7 +245,12 @@ def encode_samsum(
         source_cut = int(np.sum(out["_source_cut"][:]))
         target_cut = int(np.sum(out["_target_cut"][:]))
         if source_cut or target_cut:
-            logger.info("encode_samsum: truncated %d dialogue(s) and %d summary(ies) of %d", source_cut, target_cut, len(out))
+            logger.info(
+                "encode_samsum: truncated %d dialogue(s) and %d summary(ies) of %d",
+                source_cut,
+                target_cut,
+                len(out),
+            )
         out = out.remove_columns(["_source_cut", "_target_cut"])
         stats = {"documents": len(out), "source_truncated": source_cut, "target_truncated": target_cut}
         return out, _finish_stats(out, stats, np.asarray(out["target_len"][:], dtype=np.int64))

@@ -21,13 +21,12 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from reftx_lib.data.corpora import load_corpus
-from reftx_lib.paths import cache_dir
+from ..constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
+from ..paths import cache_dir
+from .corpora import load_corpus
 
 logger = logging.getLogger("reftx")
 
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<sep>")
-PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
 DEFAULT_CORPORA = ("samsum", "textbooks", "tinystories")
 INFO_FILE = "reftx_tokenizer.json"
 _FORMAT_VERSION = 1  # bump when the training recipe changes, to invalidate caches
@@ -89,9 +88,7 @@ def train_bpe(texts: Iterator[list[str]] | Sequence[str], vocab_size: int = 8192
 
 
 def train_tokenizer(
-    vocab_size: int = 8192,
-    corpora: Sequence[str] = DEFAULT_CORPORA,
-    search_path: list[Path] | None = None,
+    vocab_size: int = 8192, corpora: Sequence[str] = DEFAULT_CORPORA, search_path: list[Path] | None = None
 ) -> PreTrainedTokenizerFast:
     """Train a fresh tokenizer on the training splits of ``corpora`` (no caching).
 
@@ -122,9 +119,7 @@ def tokenizer_key(vocab_size: int, corpora: Sequence[str], fingerprint: str) -> 
 
 
 def load_tokenizer(
-    vocab_size: int = 8192,
-    corpora: Sequence[str] = DEFAULT_CORPORA,
-    search_path: list[Path] | None = None,
+    vocab_size: int = 8192, corpora: Sequence[str] = DEFAULT_CORPORA, search_path: list[Path] | None = None
 ) -> PreTrainedTokenizerFast:
     """Return the cached tokenizer for these settings, training and saving it if absent.
 
@@ -142,7 +137,12 @@ def load_tokenizer(
         logger.info("trained tokenizer %s (vocab %d) in %.1f s", key, vocab_size, seconds)
         tmp = Path(tempfile.mkdtemp(prefix=f".tokenizer-{key}-", dir=cache_dir()))
         tok.save_pretrained(tmp)
-        info = {"key": key, "vocab_size": vocab_size, "corpora": list(corpora), "train_seconds": round(seconds, 2)}
+        info = {
+            "key": key,
+            "vocab_size": vocab_size,
+            "corpora": list(corpora),
+            "train_seconds": round(seconds, 2),
+        }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
         try:
             os.rename(tmp, final)

@@ -1,1 +1,8 @@
-"""model"""
+"""The models and everything a forward pass needs: ``config`` (``ModelConfig`` and the seed's sizes),
+``layers`` (positions, masks, attention, the encoder and decoder layers), ``transformer``
+(``ReferenceTransformer`` and ``ReferenceDecoderOnly`` on one ``BaseLanguageModel``), ``packing``
+(the ``source [SEP] target`` row, known nowhere else), ``loss`` (the cross-entropy and its fused CPU
+form) and ``generation`` (greedy, sampling and beam search). It imports only torch and
+``reftx_lib.constants``: a model can be read, built and tested without the data, the trainer or
+the course.
+"""

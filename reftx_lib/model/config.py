@@ -3,11 +3,13 @@
 One dataclass holds every architectural choice, so a checkpoint can rebuild its
 model from the stored dict alone (see ``ModelConfig.to_dict``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-PAD_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3
+from ..constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
+
 POSITIONS = ("sinusoidal", "learned")
 INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
 
@@ -57,7 +59,8 @@ class ModelConfig:
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
     position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
     # "sinusoidal" (the 2017 paper, fixed) or "learned" (GPT-2: a trained (max_len, D) table at N(0, 0.02)).
-    # The two learn alike in ``python -m reftx_lib bench --learning``; see ``results/bench/learning-cpu.json``.
+    # The two learn alike in ``python -m reftx_lib bench --learning``; see
+    # ``results/bench/learning-cpu.json``.
     positions: str = "sinusoidal"
 
     def __post_init__(self) -> None:
@@ -70,7 +73,8 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
-                f"allowed n_heads values here: {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
+                "allowed n_heads values here: "
+                f"{[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
             )
         if self.position_scale is None:
             # Each sin/cos entry has RMS 1/sqrt(2); scaled by this, the positions' RMS is INIT_STD.
@@ -81,8 +85,12 @@ class ModelConfig:
             raise ValueError(f"position_scale must be positive, got {self.position_scale!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        specials = dict(pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
-                        eos_token_id=self.eos_token_id, sep_token_id=self.sep_token_id)
+        specials = dict(
+            pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            sep_token_id=self.sep_token_id,
+        )
         for name, value in specials.items():
             if not 0 <= value < self.vocab_size:
                 raise ValueError(f"{name} must be in [0, vocab_size={self.vocab_size}), got {value}")
@@ -92,7 +100,7 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> "ModelConfig":
+    def from_preset(cls, name: str, vocab_size: int, **overrides) -> ModelConfig:
         """Build a config from a named size, with keyword overrides (e.g. ``dropout=0.0``)."""
         if name not in MODEL_PRESETS:
             raise ValueError(f"unknown preset {name!r}; allowed values: {sorted(MODEL_PRESETS)}")
@@ -102,10 +110,10 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, stored: dict) -> "ModelConfig":
+    def from_dict(cls, stored: dict) -> ModelConfig:
         """Rebuild a stored config (``to_dict``); one saved before the embedding fields existed keeps
         the embedding it was trained with, so an old checkpoint still computes what it computed."""
         return cls(**{**_BEFORE_EMBEDDING_FIX, **stored})
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return replace(self, **changes)

@@ -12,6 +12,7 @@ With ``use_cache=True`` each step feeds only the newest token and reuses the
 cached keys/values; ``use_cache=False`` recomputes the whole prefix, which is
 slow but is the reference the cache is tested against.
 """
+
 from __future__ import annotations
 
 import torch
@@ -57,15 +58,21 @@ def generate(
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if num_beams > 1 and do_sample:
-        raise ValueError("beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False")
+        raise ValueError(
+            "beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False"
+        )
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use do_sample=False for greedy decoding")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; use do_sample=False for greedy decoding"
+        )
     was_training = model.training
     model.eval()
     try:
         if num_beams > 1:
             return _beam_search(model, input_ids, max_new_tokens, num_beams, length_penalty, use_cache)
-        return _sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator)
+        return _sample(
+            model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator
+        )
     finally:
         model.train(was_training)
 
@@ -120,7 +127,7 @@ def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache)
                     break
                 if token == eos:
                     seq = torch.cat([seqs[i * k + beam], torch.tensor([eos], device=device)])
-                    finished[i].append((score / step ** length_penalty, seq))
+                    finished[i].append((score / step**length_penalty, seq))
                 else:
                     next_scores[i, filled], next_tokens[i, filled], next_beams[i, filled] = score, token, beam
                     filled += 1
@@ -128,7 +135,7 @@ def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache)
                     break
             finished[i].sort(key=lambda h: h[0], reverse=True)
             del finished[i][k:]
-            best_open = next_scores[i].max().item() / step ** length_penalty
+            best_open = next_scores[i].max().item() / step**length_penalty
             done[i] = filled == 0 or (len(finished[i]) == k and finished[i][-1][0] >= best_open)
         index = (torch.arange(b, device=device)[:, None] * k + next_beams).flatten()  # (B*K,)
         seqs = torch.cat([seqs[index], next_tokens.flatten()[:, None]], dim=1)

@@ -4,6 +4,7 @@ Both models are assembled from these pieces, so the encoder-decoder and the
 decoder-only variant differ only in how the pieces are wired, never in the maths.
 Shapes: B batch, T query length, S key length, H heads, D d_model, Dh head dim.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("pe", pe, persistent=False)  # (max_len, D)
 
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
-        """The encoding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the caller."""
+        """The encoding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the
+        caller."""
         return self.pe[offset : offset + length]
 
 
@@ -72,7 +74,8 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_len, d_model))  # (max_len, D), initialized by the model
 
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
-        """The embedding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the caller."""
+        """The embedding (T, D) of positions ``offset .. offset+T-1``, broadcast over the batch by the
+        caller."""
         return self.weight[offset : offset + length]
 
 
@@ -173,7 +176,9 @@ class MultiHeadAttention(nn.Module):
             out = F.dropout(weights, dropout_p, self.training) @ v  # (B, H, T, Dh)
         else:
             weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            )
         out = out.transpose(1, 2).reshape(x.size(0), x.size(1), -1)  # (B, T, D)
         return self.out_proj(out), weights
 

@@ -16,17 +16,20 @@ the (N, V) logits never exist. It is used by ``forward(..., return_logits=False)
 GPU, with autocast, or under ``torch.compile`` the plain path runs, which the
 compiler fuses on its own.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-LOSS_CHUNK_BYTES = 4 * 2**20  # logits per chunk of the fused loss (at least d_model rows): one core's L2 cache
+LOSS_CHUNK_BYTES = (
+    4 * 2**20
+)  # logits per chunk of the fused loss (at least d_model rows): one core's L2 cache
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and negative labels (-100) are ignored.
+    """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and negative labels (-100) are
+    ignored.
 
     ``n_tokens`` (how many labels counted) lets callers turn means into exact
     token-weighted sums across batches, e.g. for perplexity.
@@ -39,7 +42,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pad_id: int) -> di
         labels = labels.clamp(min=0)
     else:
         labels = labels.masked_fill(labels < 0, pad_id)
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=pad_id)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=pad_id
+    )
     return {"loss": loss, "n_tokens": (labels != pad_id).sum()}
 
 
@@ -50,9 +55,14 @@ def fused_loss_applies(hidden: torch.Tensor) -> bool:
     size is tuned to a CPU cache, autocast would compute the softmax in low
     precision, and compiled graphs already fuse the plain loss.
     """
-    return (hidden.device.type == "cpu" and hidden.dtype == torch.float32 and hidden.requires_grad
-            and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu"))
+    return (
+        hidden.device.type == "cpu"
+        and hidden.dtype == torch.float32
+        and hidden.requires_grad
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
@@ -65,8 +75,9 @@ class _HeadCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor,
-                row_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, row_weight: torch.Tensor
+    ) -> torch.Tensor:
         # hidden (N, D), head (V, D), targets (N,) in [0, V), row_weight (N,) float
         # A chunk's logits fill about the cache; with at least D rows, adding the chunk's (V, D) share
         # of the head's gradient never moves more memory than its (rows, V) logits did.
@@ -75,7 +86,11 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad_head = None  # (V, D), written by the first chunk, then accumulated
         total = hidden.new_zeros(())
         for start in range(0, hidden.size(0), rows):
-            h, t, w = hidden[start : start + rows], targets[start : start + rows], row_weight[start : start + rows]
+            h, t, w = (
+                hidden[start : start + rows],
+                targets[start : start + rows],
+                row_weight[start : start + rows],
+            )
             logits = h @ head.t()  # (c, V)
             lse = logits.logsumexp(dim=-1)  # (c,)
             total += ((lse - logits.gather(1, t[:, None]).squeeze(1)) * w).sum()
@@ -97,8 +112,9 @@ class _HeadCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_total, grad_head * grad_total, None, None
 
 
-def fused_head_cross_entropy(hidden: torch.Tensor, head: torch.Tensor, labels: torch.Tensor,
-                             pad_id: int) -> dict[str, torch.Tensor]:
+def fused_head_cross_entropy(
+    hidden: torch.Tensor, head: torch.Tensor, labels: torch.Tensor, pad_id: int
+) -> dict[str, torch.Tensor]:
     """``cross_entropy(hidden @ head.T, labels, pad_id)`` without materializing the logits.
 
     hidden (B, T, D), head (V, D) (the output projection's weight), labels (B, T).
@@ -107,6 +123,8 @@ def fused_head_cross_entropy(hidden: torch.Tensor, head: torch.Tensor, labels: t
     labels = labels.reshape(-1)  # (N,)
     counted = (labels >= 0) & (labels != pad_id)  # (N,)
     n_tokens = counted.sum()
-    row_weight = counted / n_tokens  # (N,): each counted token's share of the mean; 0/0 = nan, as the plain path
+    row_weight = (
+        counted / n_tokens
+    )  # (N,): each counted token's share of the mean; 0/0 = nan, as the plain path
     loss = _HeadCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), head, labels.clamp(min=0), row_weight)
     return {"loss": loss, "n_tokens": n_tokens}

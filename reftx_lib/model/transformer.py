@@ -6,6 +6,7 @@ without cross-attention (GPT-style). Both share ``BaseLanguageModel``: one
 embedding, sinusoidal positions, one output projection, parameter and FLOP
 accounting, and ``generate``.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import IGNORE_INDEX
+from . import packing
 from .config import INIT_STD, ModelConfig
 from .generation import generate as _generate
-from .layers import (DecoderLayer, EncoderLayer, FeedForward, LearnedPositionalEmbedding, MultiHeadAttention,
-                     SinusoidalPositionalEncoding, key_padding_mask)
-from .loss import IGNORE_INDEX, cross_entropy, fused_head_cross_entropy, fused_loss_applies
-
+from .layers import (
+    DecoderLayer,
+    EncoderLayer,
+    FeedForward,
+    LearnedPositionalEmbedding,
+    MultiHeadAttention,
+    SinusoidalPositionalEncoding,
+    key_padding_mask,
+)
+from .loss import cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
 
 class BaseLanguageModel(nn.Module):
@@ -29,6 +38,8 @@ class BaseLanguageModel(nn.Module):
     ``_init_state`` / ``_next_logits`` used by ``generate``; ``_reorder_state``
     (beam search) is shared.
     """
+
+    is_encoder_decoder = False  # True for models that read a packed ``source [SEP] target`` row in two parts
 
     def __init__(
         self,
@@ -50,27 +61,37 @@ class BaseLanguageModel(nn.Module):
             if vocab_size is None:
                 raise ValueError("vocab_size is required (or pass config=ModelConfig(...))")
             config = ModelConfig(
-                vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff,
-                dropout=dropout, max_len=max_len, pad_token_id=pad_token_id, sep_token_id=sep_token_id,
+                vocab_size=vocab_size,
+                d_model=d_model,
+                n_layers=n_layers,
+                n_heads=n_heads,
+                d_ff=d_ff,
+                dropout=dropout,
+                max_len=max_len,
+                pad_token_id=pad_token_id,
+                sep_token_id=sep_token_id,
                 **options,
             )
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos = (SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale) if c.positions == "sinusoidal"
-                    else LearnedPositionalEmbedding(c.d_model, c.max_len))
+        self.pos = (
+            SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale)
+            if c.positions == "sinusoidal"
+            else LearnedPositionalEmbedding(c.d_model, c.max_len)
+        )
         self.drop = nn.Dropout(c.dropout)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
     @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> "BaseLanguageModel":
+    def from_preset(cls, name: str, vocab_size: int, **overrides) -> BaseLanguageModel:
         """A model of one of the seed's sizes (``tiny``, ``small``, ``medium``, ``large``) or ``smoke``."""
         return cls(config=ModelConfig.from_preset(name, vocab_size, **overrides))
 
     @classmethod
-    def from_config(cls, config: ModelConfig | dict) -> "BaseLanguageModel":
+    def from_config(cls, config: ModelConfig | dict) -> BaseLanguageModel:
         """Rebuild a model from a stored config (as saved in checkpoints)."""
         return cls(config=config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config))
 
@@ -102,7 +123,9 @@ class BaseLanguageModel(nn.Module):
     def _check_ids(self, ids: torch.Tensor, name: str) -> None:
         """Bad ids give a message naming the field and the fix, not an index error deep in torch."""
         if ids.dim() != 2:
-            raise ValueError(f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}")
+            raise ValueError(
+                f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}"
+            )
         if ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"{name} has length {ids.size(1)} > max_len={self.config.max_len}; "
@@ -115,7 +138,8 @@ class BaseLanguageModel(nn.Module):
         out_of_range = (ids < 0) | (ids >= self.config.vocab_size)
         if bool(out_of_range.any()):  # one host sync per checked tensor
             raise ValueError(
-                f"{name} holds token id {int(ids[out_of_range][0])} outside [0, vocab_size={self.config.vocab_size}); "
+                f"{name} holds token id {int(ids[out_of_range][0])} "
+                f"outside [0, vocab_size={self.config.vocab_size}); "
                 "use the tokenizer the model was built for"
             )
 
@@ -150,8 +174,9 @@ class BaseLanguageModel(nn.Module):
         tokens, positions = self.input_signals(ids, offset)
         return self.drop(tokens + positions)
 
-    def _head_and_loss(self, hidden: torch.Tensor, labels: torch.Tensor | None,
-                       return_logits: bool) -> dict[str, torch.Tensor]:
+    def _head_and_loss(
+        self, hidden: torch.Tensor, labels: torch.Tensor | None, return_logits: bool
+    ) -> dict[str, torch.Tensor]:
         """Logits (B, T, V) from final hidden states (B, T, D) and, with labels (B, T), the loss.
 
         Without ``return_logits`` the logits are not needed, and eager CPU training
@@ -183,7 +208,7 @@ class BaseLanguageModel(nn.Module):
         attn = 4 * d * d + 4 * d  # q, k, v, out projections with biases
         ffn = 2 * d * f + f + d
         ln = 2 * d
-        enc = self._has_encoder()
+        enc = self.is_encoder_decoder
         final_norms = (2 if enc else 1) if c.norm_first else 0
         counts = {
             "embeddings": c.vocab_size * d,
@@ -196,17 +221,39 @@ class BaseLanguageModel(nn.Module):
             "norms": ((2 * n + 3 * n) if enc else 2 * n) * ln + final_norms * ln,
         }
         counts["encoder"] = n * (attn + ffn + 2 * ln) + (ln if c.norm_first else 0) if enc else 0
-        counts["decoder"] = n * (attn * (2 if enc else 1) + ffn + (3 if enc else 2) * ln) + (ln if c.norm_first else 0)
-        counts["total"] = sum(counts[k] for k in ("embeddings", "positions", "lm_head", "encoder_self_attention",
-                                                  "decoder_self_attention", "cross_attention", "ffn", "norms"))
-        counts["non_embedding"] = counts["total"] - counts["embeddings"] - counts["positions"] - counts["lm_head"]
+        counts["decoder"] = n * (attn * (2 if enc else 1) + ffn + (3 if enc else 2) * ln) + (
+            ln if c.norm_first else 0
+        )
+        counts["total"] = sum(
+            counts[k]
+            for k in (
+                "embeddings",
+                "positions",
+                "lm_head",
+                "encoder_self_attention",
+                "decoder_self_attention",
+                "cross_attention",
+                "ffn",
+                "norms",
+            )
+        )
+        counts["non_embedding"] = (
+            counts["total"] - counts["embeddings"] - counts["positions"] - counts["lm_head"]
+        )
         return counts
 
-    def _has_encoder(self) -> bool:
-        return False
+    def counted_targets(self, ids: torch.Tensor) -> int:
+        """Tokens the training loss counts in right-padded rows ``ids`` (B, L): every next token.
 
-    def flops_per_token(self, seq_len: int | None = None, *, src_len: int | None = None,
-                        tgt_len: int | None = None) -> float:
+        The first token of a row is never a target. Tokens per second of training are only
+        comparable between the architectures when counted this way.
+        """
+        real = int((ids != self.config.pad_token_id).sum())
+        return real - ids.size(0)
+
+    def flops_per_token(
+        self, seq_len: int | None = None, *, src_len: int | None = None, tgt_len: int | None = None
+    ) -> float:
         """Training FLOPs (forward + backward = 3 x forward) per *predicted* token.
 
         Decoder-only, context T (Kaplan et al. 2020; PaLM appendix B):
@@ -222,15 +269,19 @@ class BaseLanguageModel(nn.Module):
         """
         c = self.config
         d, f, n, v = c.d_model, c.d_ff, c.n_layers, c.vocab_size
-        if not self._has_encoder():
+        if not self.is_encoder_decoder:
             t = seq_len or c.max_len
             return 6 * (n * (4 * d * d + 2 * d * f) + d * v) + 12 * n * d * t
         if src_len is None or tgt_len is None:
             if seq_len is None:
-                raise ValueError("the encoder-decoder needs src_len= and tgt_len= (or a packed seq_len to halve)")
+                raise ValueError(
+                    "the encoder-decoder needs src_len= and tgt_len= (or a packed seq_len to halve)"
+                )
             src_len, tgt_len = seq_len // 2, seq_len - seq_len // 2
         s, t = src_len, tgt_len
-        matmul = s * n * (4 * d * d + 2 * d * f + 2 * d * d) + t * (n * (4 * d * d + 2 * d * d + 2 * d * f) + d * v)
+        matmul = s * n * (4 * d * d + 2 * d * f + 2 * d * d) + t * (
+            n * (4 * d * d + 2 * d * d + 2 * d * f) + d * v
+        )
         return (6 * matmul + 12 * n * d * (s * s + t * t + t * s)) / t
 
     def _reorder_state(self, state: dict, index: torch.Tensor) -> None:
@@ -280,8 +331,13 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         return self.norm(x), attentions
 
     def forward(
-        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, return_attention: bool = False,
-        *, check_ids: bool = True, return_logits: bool = True,
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_attention: bool = False,
+        *,
+        check_ids: bool = True,
+        return_logits: bool = True,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Logits (B, T, V) for every position; with labels (B, T), the next-token loss.
 
@@ -298,7 +354,9 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
         # of them, and its backward would zero-fill and copy a gradient just as large.
         next_labels = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
-        out: dict = self._head_and_loss(hidden, next_labels, return_logits)  # the last position predicts nothing
+        out: dict = self._head_and_loss(
+            hidden, next_labels, return_logits
+        )  # the last position predicts nothing
         if return_attention:
             out["attentions"] = attentions  # n_layers x (B, H, T, T)
         return out
@@ -308,8 +366,10 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         """Decoding state and the first tokens to feed: the whole prompt."""
         self._check_ids(input_ids, "input_ids")
         if (input_ids == self.config.pad_token_id).any():
-            raise ValueError("decoder-only prompts must not contain padding: give equal-length prompts "
-                             "or generate one prompt at a time")
+            raise ValueError(
+                "decoder-only prompts must not contain padding: give equal-length prompts "
+                "or generate one prompt at a time"
+            )
         state = {"seq": input_ids[:, :0], "caches": [{} for _ in self.layers] if use_cache else None}
         return state, input_ids
 
@@ -318,8 +378,10 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         past = state["seq"].size(1)
         state["seq"] = torch.cat([state["seq"], new], dim=1)
         if state["seq"].size(1) > self.config.max_len:
-            raise ValueError(f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
-                             "or shorten the prompt")
+            raise ValueError(
+                f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
+                "or shorten the prompt"
+            )
         if state["caches"] is None:
             hidden = self._decode(state["seq"])[0]
         else:
@@ -356,8 +418,16 @@ class ReferenceTransformer(BaseLanguageModel):
     def _stacks(self) -> list[nn.ModuleList]:
         return [self.encoder_layers, self.decoder_layers]
 
-    def _has_encoder(self) -> bool:
-        return True
+    is_encoder_decoder = True
+
+    def counted_targets(self, ids: torch.Tensor) -> int:
+        """Tokens the training loss counts in packed rows ``ids`` (B, L): the target after each SEP."""
+        return packing.counted_targets(ids, self.config.sep_token_id, self.config.pad_token_id)
+
+    def split_packed_row(self, row: list[int]) -> tuple[list[int], list[int]]:
+        """One packed ``source [SEP] target`` token list -> (source, target); a summarizer reads only the
+        source."""
+        return packing.split_packed_row(row, self.config.sep_token_id)
 
     def split_packed(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
@@ -366,30 +436,7 @@ class ReferenceTransformer(BaseLanguageModel):
 
         Rows are assumed right-padded. ``labels`` (B, L), if given, is split the same way.
         """
-        c = self.config
-        is_sep = input_ids == c.sep_token_id
-        missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
-        if missing:
-            raise ValueError(f"packed input rows {missing[:10]} have no SEP token (id {c.sep_token_id}); "
-                             "pack each row as source + [SEP] + target, or pass src_ids= / tgt_ids=")
-        sep_pos = is_sep.int().argmax(dim=1)  # (B,) first SEP
-        src_len = sep_pos
-        tgt_len = (input_ids != c.pad_token_id).sum(dim=1) - sep_pos - 1
-        if int(src_len.min()) == 0 or int(tgt_len.min()) <= 0:
-            raise ValueError("every packed row needs a non-empty source before SEP and a non-empty target after it")
-        b, length = input_ids.shape
-        s_max, t_max = int(src_len.max()), int(tgt_len.max())
-
-        def gather(x, start, n, lens, fill):
-            pos = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
-            out = x.gather(1, pos.clamp(max=length - 1))
-            return out.masked_fill(torch.arange(n, device=x.device) >= lens[:, None], fill)
-
-        zero = torch.zeros_like(sep_pos)
-        src = gather(input_ids, zero, s_max, src_len, c.pad_token_id)  # (B, S)
-        tgt = gather(input_ids, sep_pos + 1, t_max, tgt_len, c.pad_token_id)  # (B, T)
-        tgt_labels = None if labels is None else gather(labels, sep_pos + 1, t_max, tgt_len, IGNORE_INDEX)
-        return src, tgt, tgt_labels
+        return packing.split_packed(input_ids, self.config.sep_token_id, self.config.pad_token_id, labels)
 
     def training_inputs(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Packed rows (B, L) split at SEP on the host: ``src_ids``, ``tgt_ids`` and ``labels``.
@@ -422,10 +469,9 @@ class ReferenceTransformer(BaseLanguageModel):
             cross_w.append(cw)
         return self.decoder_norm(x), self_w, cross_w
 
-    def _shift_right(self, tgt_ids: torch.Tensor) -> torch.Tensor:
+    def shift_right(self, tgt_ids: torch.Tensor) -> torch.Tensor:
         """[BOS] + target[:-1]: the decoder's input for teacher forcing."""
-        bos = torch.full_like(tgt_ids[:, :1], self.config.bos_token_id)
-        return torch.cat([bos, tgt_ids[:, :-1]], dim=1)
+        return packing.shift_right(tgt_ids, self.config.bos_token_id)
 
     def forward(
         self,
@@ -455,8 +501,9 @@ class ReferenceTransformer(BaseLanguageModel):
             self._check_ids(src_ids, "source (src_ids)")
             self._check_ids(tgt_ids, "target (tgt_ids)")
         memory, memory_mask, enc_w = self.encode(src_ids, return_attention)
-        hidden, self_w, cross_w = self._decode(self._shift_right(tgt_ids), memory, memory_mask,
-                                               need_weights=return_attention)
+        hidden, self_w, cross_w = self._decode(
+            self.shift_right(tgt_ids), memory, memory_mask, need_weights=return_attention
+        )
         out: dict = self._head_and_loss(hidden, labels, return_logits)
         if return_attention:
             out["encoder_attentions"] = enc_w  # n_layers x (B, H, S, S)
@@ -470,8 +517,12 @@ class ReferenceTransformer(BaseLanguageModel):
         self._check_ids(input_ids, "source (input_ids)")
         memory, memory_mask, _ = self.encode(input_ids)
         bos = torch.full_like(input_ids[:, :1], self.config.bos_token_id)
-        state = {"memory": memory, "memory_mask": memory_mask, "seq": bos[:, :0],
-                 "caches": [{} for _ in self.decoder_layers] if use_cache else None}
+        state = {
+            "memory": memory,
+            "memory_mask": memory_mask,
+            "seq": bos[:, :0],
+            "caches": [{} for _ in self.decoder_layers] if use_cache else None,
+        }
         return state, bos
 
     def _next_logits(self, state: dict, new: torch.Tensor) -> torch.Tensor:
@@ -484,4 +535,3 @@ class ReferenceTransformer(BaseLanguageModel):
         else:
             hidden = self._decode(new, state["memory"], state["memory_mask"], state["caches"], offset=past)[0]
         return self.lm_head(hidden[:, -1])  # (B, V)
-

@@ -5,6 +5,7 @@ the position in the data (epoch and batch), the training history, the model's
 config and a reference to its tokenizer. The model can be rebuilt from the
 checkpoint alone with ``load_model``.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by ``save_checkpoint``; a missing file names the path."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (python -m reftx_lib train ...) "
-                                "or point to an existing .pt file")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train first (python -m reftx_lib train ...) "
+            "or point to an existing .pt file"
+        )
     return torch.load(path, map_location=map_location, weights_only=False)
 
 

@@ -5,6 +5,7 @@ batches of different sizes cannot skew it. ``second_half_only`` gives the one
 like-for-like comparison between the architectures in Exp 1: both models are
 scored on exactly the same second-half tokens of the same documents.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,10 @@ import torch
 from rouge_score import rouge_scorer
 from tqdm.auto import tqdm
 
+from ..constants import IGNORE_INDEX
 from ..data.batching import pad_batch, token_budget_batches
+from ..model.transformer import BaseLanguageModel, ReferenceTransformer
 from .device import resolve_device
-from ..model.transformer import IGNORE_INDEX, BaseLanguageModel
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -44,7 +46,9 @@ def evaluate_loss(
     total_nll, total_tokens = 0.0, 0
     for index in batches:
         ids = pad_batch([rows[i] for i in index]).to(device)  # (B, T)
-        labels = ids if label_rows is None else pad_batch([label_rows[i] for i in index], IGNORE_INDEX).to(device)
+        labels = (
+            ids if label_rows is None else pad_batch([label_rows[i] for i in index], IGNORE_INDEX).to(device)
+        )
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(ids, labels=labels)
         n = int(out["n_tokens"])
@@ -71,21 +75,16 @@ def perplexity(
     """
     rows = data["input_ids"]
     label_rows = None
-    if second_half_only and not hasattr(model, "split_packed"):
+    if second_half_only and not model.is_encoder_decoder:
         # Labels at index i count for the prediction made at i - 1. Position 0 is BOS and
         # positions 1 .. source_len hold the first half, so mask indices <= source_len.
         label_rows = [[IGNORE_INDEX] * (n + 1) + r[n + 1 :] for r, n in zip(rows, data["source_len"])]
     return evaluate_loss(model, rows, batch_tokens, device, label_rows=label_rows)
 
 
-def source_ids(row: list[int], sep_id: int) -> list[int]:
-    """The source part of a packed ``source [SEP] target`` row."""
-    return row[: row.index(sep_id)]
-
-
 @torch.no_grad()
 def generate_summaries(
-    model: BaseLanguageModel,
+    model: ReferenceTransformer,
     data,
     tokenizer,
     batch_size: int = 32,
@@ -97,7 +96,7 @@ def generate_summaries(
     """Decode a summary for every packed row of ``data`` (sources only; references are never shown)."""
     device = resolve_device(device)
     model.to(device).eval()
-    sources = [source_ids(r, model.config.sep_token_id) for r in data["input_ids"]]
+    sources = [model.split_packed_row(r)[0] for r in data["input_ids"]]
     out: list[str] = []
     for start in tqdm(range(0, len(sources), batch_size), desc="generate", disable=not progress):
         batch = pad_batch(sources[start : start + batch_size]).to(device)  # (B, S)
@@ -114,7 +113,9 @@ def _sentences(text: str) -> str:
 def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L/Lsum F1 x 100 with Porter stemming (Google's ``rouge-score``)."""
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references: they must pair up")
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} references: they must pair up"
+        )
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_KEYS, 0.0)
     for pred, ref in zip(predictions, references):

@@ -19,6 +19,7 @@ checked and (encoder-decoder) split at SEP on the host (``training_inputs``),
 copied from pinned memory without blocking, and the losses stay on the device
 until every ``log_every`` steps, when one copy brings the whole window back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,10 +36,12 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..data.batching import pad_batch, token_budget_batches
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .device import peak_memory_mb, resolve_device
-from .evaluation import evaluate_loss
 from ..model.transformer import BaseLanguageModel
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .device import resolve_device
+from .evaluation import evaluate_loss
+from .memory import peak_memory_mb
+from .step import autocast_for, training_step
 
 logger = logging.getLogger("reftx")
 
@@ -64,7 +67,9 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
-    log_every: int | None = None  # steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA
+    log_every: int | None = (
+        None  # steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA
+    )
     compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
@@ -74,8 +79,10 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
-            raise ValueError(f"TrainConfig.warmup_steps must be in [0, max_steps={self.max_steps}], "
-                             f"got {self.warmup_steps}")
+            raise ValueError(
+                f"TrainConfig.warmup_steps must be in [0, max_steps={self.max_steps}], "
+                f"got {self.warmup_steps}"
+            )
         self.betas = tuple(self.betas)
 
 
@@ -110,12 +117,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (not biases, norms); fused kernels on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda")
 
 
@@ -134,11 +146,7 @@ def _world() -> tuple[int, int]:
 
 
 def train(
-    model: BaseLanguageModel,
-    train_data,
-    val_data,
-    config: TrainConfig,
-    resume: str | Path | None = None,
+    model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
 ) -> History:
     """Train ``model`` in place and return its per-step history.
 
@@ -156,10 +164,13 @@ def train(
     model.to(device)
     ddp_model = model
     if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = make_optimizer(model, config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio))
+        optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
+    )
     history, step, epoch, batch_pos, elapsed = History(), 0, 0, 0, 0.0
     totals = {"tokens": 0, "supervised": 0, "padded": 0}
     if resume is not None:
@@ -174,22 +185,40 @@ def train(
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     ckpt_every = config.checkpoint_every or config.eval_every
     end = min(config.max_steps, config.stop_after or config.max_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = autocast_for(device)
 
     def save(name: str) -> None:
         if ckpt_dir is None or rank != 0:
             return
-        save_checkpoint(ckpt_dir / name, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        step=step, epoch=epoch, batch_pos=batch_pos, elapsed=elapsed, totals=totals,
-                        history=list(history), train_config=asdict(config), tokenizer=config.tokenizer)
+        save_checkpoint(
+            ckpt_dir / name,
+            model,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            step=step,
+            epoch=epoch,
+            batch_pos=batch_pos,
+            elapsed=elapsed,
+            totals=totals,
+            history=list(history),
+            train_config=asdict(config),
+            tokenizer=config.tokenizer,
+        )
 
     batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
-    bar = tqdm(total=end, initial=step, desc=type(model).__name__, disable=not config.progress or rank != 0,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=end,
+        initial=step,
+        desc=type(model).__name__,
+        disable=not config.progress or rank != 0,
+        dynamic_ncols=True,
+    )
     best_val = min((r["val_loss"] for r in history if r["val_loss"] is not None), default=float("inf"))
     log_every = config.log_every or (50 if device.type == "cuda" else 1)
     forward_loss = _forward_loss(ddp_model, config.compile)
-    window: list[tuple[dict, torch.Tensor, float]] = []  # (record, loss on device, host seconds) since last sync
+    window: list[
+        tuple[dict, torch.Tensor, float]
+    ] = []  # (record, loss on device, host seconds) since last sync
     window_start = 0.0  # when the window's first step began
 
     def flush() -> None:
@@ -208,8 +237,10 @@ def train(
             if not math.isfinite(value):
                 bar.close()
                 where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
-                raise FloatingPointError(f"non-finite training loss ({value}) at step {record['step']}{where}. "
-                                         "Lower the learning rate or check the data of this batch.")
+                raise FloatingPointError(
+                    f"non-finite training loss ({value}) at step {record['step']}{where}. "
+                    "Lower the learning rate or check the data of this batch."
+                )
             elapsed += dt * scale
             record.update(train_loss=value, wall_time=elapsed, tokens_per_s=record["tokens_per_s"] / scale)
             history.append(record)
@@ -221,7 +252,9 @@ def train(
     while step < end and (config.max_time_s is None or elapsed < config.max_time_s):
         if batch_pos >= len(batches):
             epoch, batch_pos = epoch + 1, 0
-            batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
+            batches = token_budget_batches(
+                lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch
+            )
         index = batches[batch_pos]
         t0 = time.perf_counter()
         window_start = window_start if window else t0  # evaluation and saving between windows are not counted
@@ -231,27 +264,37 @@ def train(
         if device.type == "cuda":
             inputs = {k: v.pin_memory() for k, v in inputs.items()}
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-        n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), _supervised(model, full)
-        with autocast:
+        n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), model.counted_targets(full)
+
+        # DDP averages gradients over ranks; weighting each rank's loss by its tokens gives the global mean.
+        weight = (world / n_supervised if len(share) else 0.0) if world > 1 else None
+
+        def loss_fn(inputs: dict[str, torch.Tensor] = inputs, weight: float | None = weight) -> torch.Tensor:
             loss, n_local = forward_loss(inputs)
-        if world > 1:  # weight by tokens so DDP's gradient average equals the global token mean
-            loss = loss * n_local * (world / n_supervised if len(share) else 0.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            return loss if weight is None else loss * n_local * weight
+
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        loss = training_step(
+            model, loss_fn, optimizer, scheduler=scheduler, grad_clip=config.grad_clip, autocast=autocast
+        )
         step, batch_pos = step + 1, batch_pos + 1
         totals["tokens"] += n_tokens
         totals["supervised"] += n_supervised
         totals["padded"] += full.numel()
         dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
         record = {
-            "step": step, "epoch": epoch, "train_loss": None, "val_loss": None, "val_ppl": None, "lr": lr,
-            "tokens": totals["tokens"], "supervised_tokens": totals["supervised"],
-            "padding_waste": 1 - totals["tokens"] / totals["padded"], "wall_time": None,
-            "tokens_per_s": n_tokens / dt, "peak_mem_mb": peak_memory_mb(device),
+            "step": step,
+            "epoch": epoch,
+            "train_loss": None,
+            "val_loss": None,
+            "val_ppl": None,
+            "lr": lr,
+            "tokens": totals["tokens"],
+            "supervised_tokens": totals["supervised"],
+            "padding_waste": 1 - totals["tokens"] / totals["padded"],
+            "wall_time": None,
+            "tokens_per_s": n_tokens / dt,
+            "peak_mem_mb": peak_memory_mb(device),
         }
         window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
         last = step == end
@@ -309,20 +352,12 @@ def _forward_loss(model: torch.nn.Module, compile: bool):
     blocks keep one static graph, and the first change of batch shape recompiles
     once into a graph for any shape.
     """
+
     def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**inputs, check_ids=False, return_logits=False)
         return out["loss"], out["n_tokens"]
 
     return torch.compile(forward_loss) if compile else forward_loss
-
-
-def _supervised(model: BaseLanguageModel, ids: torch.Tensor) -> int:
-    """Tokens the loss counts in a padded batch: targets after SEP, or every next token."""
-    real = ids != model.config.pad_token_id
-    if hasattr(model, "split_packed"):
-        sep = (ids == model.config.sep_token_id).int().argmax(dim=1)
-        return int(real.sum() - (sep + 1).sum())
-    return int(real.sum() - ids.size(0))
 
 
 def init_distributed() -> tuple[int, int]:

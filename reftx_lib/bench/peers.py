@@ -1,0 +1,172 @@
+"""The Hugging Face peers of our models, and building a matched pair for the speed benchmark.
+
+Each of our models runs next to the closest ``transformers`` model of identical shape (a peer):
+
+- ``ReferenceDecoderOnly`` vs ``GPT2LMHeadModel`` (pre-LN GPT block);
+- ``ReferenceTransformer`` vs ``MBartForConditionalGeneration`` (pre-LN encoder-decoder),
+  fed equal source and target lengths of ``seq_len / 2`` each.
+
+Both sides get the same sizes, vocabulary (8192), dropout 0, SDPA attention,
+exact GELU, the same random tokens, dtype (fp32 on CPU, bf16 autocast on CUDA)
+and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
+(learned position embeddings; MBart's embedding LayerNorms), reported as
+``params`` / ``peer_params``. Each side trains through its own ordinary
+training call: the peers' ``model(..., labels=...)``, and ours
+``forward(..., return_logits=False)`` as ``reftx_lib.train.trainer`` calls it, which
+on a CPU in eager mode fuses the output head with the loss (``reftx_lib.model.loss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..constants import BOS_ID, EOS_ID, PAD_ID
+from ..model.config import MODEL_PRESETS
+from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+
+VOCAB_SIZE = 8192
+ARCHITECTURES = ("decoder-only", "encoder-decoder")
+
+
+@dataclass
+class Side:
+    """One model of a pair, with what its training step and generation need."""
+
+    name: str
+    model: nn.Module
+    loss: Callable[[nn.Module], torch.Tensor]  # runs the forward pass on the shared batch
+    generate: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # source/prompt (B, P) -> new tokens (B, N)
+
+
+def peer_gpt2(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
+    """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings, attention and residuals."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    p = MODEL_PRESETS[preset]
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=p["d_model"],
+        n_layer=p["n_layers"],
+        n_head=p["n_heads"],
+        n_inner=4 * p["d_model"],
+        activation_function="gelu",
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=BOS_ID,
+        eos_token_id=None,
+        pad_token_id=PAD_ID,  # no EOS: decode exactly N tokens
+    )
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def peer_mbart(
+    preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0
+) -> nn.Module:
+    """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (not inside the
+    FFN)."""
+    from transformers import MBartConfig, MBartForConditionalGeneration
+
+    p = MODEL_PRESETS[preset]
+    config = MBartConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=n_positions,
+        d_model=p["d_model"],
+        encoder_layers=p["n_layers"],
+        decoder_layers=p["n_layers"],
+        encoder_attention_heads=p["n_heads"],
+        decoder_attention_heads=p["n_heads"],
+        encoder_ffn_dim=4 * p["d_model"],
+        decoder_ffn_dim=4 * p["d_model"],
+        activation_function="gelu",
+        dropout=dropout,
+        attention_dropout=dropout,
+        activation_dropout=0.0,
+        scale_embedding=False,  # as ours: token embeddings enter unscaled (ModelConfig.scale_embedding)
+        pad_token_id=PAD_ID,
+        bos_token_id=BOS_ID,
+        eos_token_id=None,
+        forced_eos_token_id=None,
+        decoder_start_token_id=BOS_ID,
+    )
+    return MBartForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+
+
+def _ours(cls: type, preset: str, n_positions: int) -> nn.Module:
+    model = cls.from_preset(preset, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
+    with torch.no_grad():
+        # EOS logit becomes exactly 0, below the max of the other 8191 random logits:
+        # greedy decoding never stops early, like the peer configured without EOS.
+        model.embed.weight[EOS_ID] = 0.0
+    return model
+
+
+def build_pair(
+    arch: str, preset: str, n_positions: int, batch: dict[str, torch.Tensor], new_tokens: int
+) -> tuple[Side, Side]:
+    """Ours and its peer for one architecture and size, bound to the shared training batch."""
+    if arch == "decoder-only":
+        ids = batch["ids"]
+        ours = Side(
+            "ReferenceDecoderOnly",
+            _ours(ReferenceDecoderOnly, preset, n_positions),
+            lambda m: m(ids, labels=ids, return_logits=False)["loss"],
+            lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
+        )
+        peer = Side(
+            "GPT2LMHeadModel",
+            peer_gpt2(preset, n_positions),
+            lambda m: m(input_ids=ids, labels=ids).loss,
+            lambda m, prompt: m.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+            )[:, prompt.size(1) :],
+        )
+    elif arch == "encoder-decoder":
+        src, tgt = batch["src"], batch["tgt"]
+        src_mask = src != PAD_ID  # ours always masks source padding; give the peer the same information
+        ours = Side(
+            "ReferenceTransformer",
+            _ours(ReferenceTransformer, preset, n_positions),
+            lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt, return_logits=False)["loss"],
+            lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
+        )
+        peer = Side(
+            "MBartForConditionalGeneration",
+            peer_mbart(preset, n_positions),
+            lambda m: m(input_ids=src, attention_mask=src_mask, labels=tgt).loss,
+            lambda m, source: m.generate(
+                source,
+                attention_mask=source != PAD_ID,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+            )[:, 1:],  # drop the decoder start token
+        )
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; allowed values: {ARCHITECTURES}")
+    return ours, peer
+
+
+def random_batch(
+    batch_size: int, seq_len: int, device: torch.device, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Random ordinary tokens (ids >= 4, so no padding or specials), identical for both sides.
+
+    ``ids`` (B, T) for the decoder-only pair; ``src`` (B, T/2) and ``tgt`` (B, T - T/2)
+    for the encoder-decoder pair, so both architectures read T tokens per row.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, VOCAB_SIZE, (batch_size, seq_len), generator=g).to(device)
+    half = seq_len // 2
+    return {"ids": ids, "src": ids[:, :half].contiguous(), "tgt": ids[:, half:].contiguous()}
