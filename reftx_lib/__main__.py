@@ -27,6 +27,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a limit of 0 would score nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1: give how many test examples to score")
+    return value
+
+
 def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -91,6 +102,7 @@ def cmd_train(args) -> int:
     )
     if args.out:
         config.checkpoint_dir = args.out
+    config.overwrite = args.overwrite
     history = (
         train(model, data["train"], data["validation"], config, resume=args.resume)
         if args.resume
@@ -134,17 +146,22 @@ def cmd_generate(args) -> int:
 
     from .data.tokenizer import load_tokenizer
     from .train.checkpoint import load_model
+    from .train.device import resolve_device
 
-    model = load_model(args.checkpoint).eval()
+    if not args.text.strip():
+        raise ValueError("--text is empty: give a prompt (decoder-only) or a dialogue (encoder-decoder)")
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint).to(device).eval()
     tok = load_tokenizer(model.config.vocab_size)
-    ids = torch.tensor([tok.encode(args.text)])
+    ids = torch.tensor([tok.encode(args.text)], device=device)
+    sampling = args.temperature != 0
     new = model.generate(
         ids,
         max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams,
-        do_sample=args.temperature > 0,
-        temperature=args.temperature or 1.0,
-        top_p=args.top_p if args.temperature > 0 else None,
+        do_sample=sampling,
+        temperature=args.temperature if sampling else 1.0,
+        top_p=args.top_p,
     )
     print(tok.decode(new[0].tolist(), skip_special_tokens=True))
     return 0
@@ -185,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="checkpoint folder (default: checkpoints/<preset>/cli-<data>-<model>)")
     p.add_argument("--resume", help="checkpoint file to resume from")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint of another run in the checkpoint folder (refused by default)",
+    )
+    p.add_argument(
         "--compile", action="store_true", help="torch.compile the forward pass and loss (GPU speed)"
     )
     p.set_defaults(func=cmd_train)
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("evaluate", help="perplexity (and ROUGE on SAMSum) of a checkpoint on the test split")
     _common(p), _data(p)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--limit", type=int, help="only the first N test examples")
+    p.add_argument("--limit", type=_positive_int, help="only the first N test examples (N >= 1)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -203,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", required=True)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples at this temperature"
+    )
+    p.add_argument(
+        "--top-p", type=float, help="when sampling: keep the smallest token set with this much mass"
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="execute the course notebooks with papermill")
@@ -234,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

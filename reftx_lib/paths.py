@@ -7,6 +7,7 @@ so a user can move data or caches with an environment variable instead of editin
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 
@@ -39,12 +40,18 @@ def data_search_path() -> list[Path]:
     ``REFTX_DATA_DIR`` points (checked first, so users can override the others).
     """
     paths = []
+    root = repo_root()
+    defaults = [root / "data", (root.parent / "shared" / "data").resolve()]
     env = os.environ.get("REFTX_DATA_DIR")
     if env:
         paths.append(Path(env).expanduser())
-    root = repo_root()
-    paths += [root / "data", (root.parent / "shared" / "data").resolve()]
-    return paths
+        if not paths[0].is_dir():
+            warnings.warn(
+                f"REFTX_DATA_DIR={env} is not a folder; looking in {', '.join(map(str, defaults))} "
+                "instead. Fix the path or unset REFTX_DATA_DIR.",
+                stacklevel=2,
+            )
+    return paths + defaults
 
 
 def checkpoint_dir(preset: str, name: str) -> Path:

@@ -21,6 +21,15 @@ from datasets import Dataset, DatasetDict, load_dataset
 from ..paths import cache_dir, data_search_path
 
 logger = logging.getLogger("reftx")
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a data warning once per process: every notebook loads SAMSum twice (tokenizer and data)."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
 
 CORPORA = ("samsum", "textbooks", "tinystories")
 SPLITS = ("train", "validation", "test")
@@ -83,11 +92,9 @@ def _clean_samsum(dsd: DatasetDict) -> DatasetDict:
     for split, ds in dsd.items():
         empty = ds.filter(lambda batch: [not d.strip() for d in batch["dialogue"]], batched=True)
         if len(empty):
-            logger.warning(
-                "samsum/%s: dropped %d record(s) with an empty dialogue, id(s) %s",
-                split,
-                len(empty),
-                ", ".join(empty["id"]),
+            _warn_once(
+                f"samsum/{split}: dropped {len(empty)} record(s) with an empty dialogue, "
+                f"id(s) {', '.join(empty['id'])}"
             )
         out[split] = ds.filter(lambda batch: [bool(d.strip()) for d in batch["dialogue"]], batched=True)
     return DatasetDict(out)

@@ -15,6 +15,8 @@ slow but is the reference the cache is tested against.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -32,6 +34,38 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
 
 
 @torch.no_grad()
+def _check_sampling(
+    do_sample: bool, num_beams: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    """Sampling options that are out of range, or that the chosen decoding would silently ignore."""
+    if not do_sample:
+        ignored = [
+            name
+            for name, value, default in (
+                ("temperature", temperature, 1.0),
+                ("top_k", top_k, None),
+                ("top_p", top_p, None),
+            )
+            if value != default
+        ]
+        if ignored:
+            decoding = "beam search" if num_beams > 1 else "greedy decoding"
+            raise ValueError(
+                f"{', '.join(ignored)} only act when sampling, and {decoding} would ignore them; "
+                "pass do_sample=True (with num_beams=1) or leave them at their defaults"
+            )
+        return
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature}; "
+            "lower it towards 0 for sharper samples, or use do_sample=False for greedy decoding"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (keep the k most likely tokens), got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (the probability mass kept), got {top_p!r}")
+
+
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -61,10 +95,7 @@ def generate(
         raise ValueError(
             "beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False"
         )
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature}; use do_sample=False for greedy decoding"
-        )
+    _check_sampling(do_sample, num_beams, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     try:

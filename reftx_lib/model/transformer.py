@@ -122,9 +122,18 @@ class BaseLanguageModel(nn.Module):
     # ----------------------------------------------------------------- inputs
     def _check_ids(self, ids: torch.Tensor, name: str) -> None:
         """Bad ids give a message naming the field and the fix, not an index error deep in torch."""
+        if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+            raise ValueError(
+                f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}; "
+                "pass the tokenizer's ids, e.g. tok(text, return_tensors='pt').input_ids"
+            )
         if ids.dim() != 2:
             raise ValueError(
                 f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}"
+            )
+        if ids.numel() == 0:
+            raise ValueError(
+                f"{name} is empty, shape {tuple(ids.shape)}: pass at least one row of at least one token"
             )
         if ids.size(1) > self.config.max_len:
             raise ValueError(
@@ -141,6 +150,26 @@ class BaseLanguageModel(nn.Module):
                 f"{name} holds token id {int(ids[out_of_range][0])} "
                 f"outside [0, vocab_size={self.config.vocab_size}); "
                 "use the tokenizer the model was built for"
+            )
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        """Labels a loss can use: token ids or -100 (not counted), and at least one counted token.
+
+        Labels are checked as they will be scored (after the decoder-only shift, or the
+        encoder-decoder's split): with no counted token the mean loss would be 0/0 = nan.
+        """
+        if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"labels must hold integer token ids (torch.long), got dtype {labels.dtype}")
+        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.config.vocab_size))
+        if bool(bad.any()):
+            raise ValueError(
+                f"labels hold {int(labels[bad][0])}, outside [0, vocab_size={self.config.vocab_size}) "
+                f"and not {IGNORE_INDEX} (ignored); use the tokenizer the model was built for"
+            )
+        if not bool(((labels >= 0) & (labels != self.config.pad_token_id)).any()):
+            raise ValueError(
+                "every label is padding or -100, so no token would count and the loss would be nan; "
+                "pass labels with at least one scored token (decoder-only rows need 2+ tokens)"
             )
 
     def training_inputs(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -354,6 +383,8 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
         # of them, and its backward would zero-fill and copy a gradient just as large.
         next_labels = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
+        if check_ids and next_labels is not None:
+            self._check_labels(next_labels)
         out: dict = self._head_and_loss(
             hidden, next_labels, return_logits
         )  # the last position predicts nothing
@@ -494,12 +525,16 @@ class ReferenceTransformer(BaseLanguageModel):
         if input_ids is not None:
             if src_ids is not None or tgt_ids is not None:
                 raise ValueError("pass either packed input_ids or src_ids/tgt_ids, not both")
+            if check_ids:
+                self._check_ids(input_ids, "input_ids")
             src_ids, tgt_ids, labels = self.split_packed(input_ids, labels)
         elif src_ids is None or tgt_ids is None:
             raise ValueError("ReferenceTransformer needs packed input_ids, or both src_ids= and tgt_ids=")
         if check_ids:
             self._check_ids(src_ids, "source (src_ids)")
             self._check_ids(tgt_ids, "target (tgt_ids)")
+            if labels is not None:
+                self._check_labels(labels)
         memory, memory_mask, enc_w = self.encode(src_ids, return_attention)
         hidden, self_w, cross_w = self._decode(
             self.shift_right(tgt_ids), memory, memory_mask, need_weights=return_attention

@@ -9,8 +9,10 @@ checkpoint alone with ``load_model``.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +79,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"no checkpoint at {path}; train first (python -m reftx_lib train ...) "
             "or point to an existing .pt file"
         )
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as exc:  # truncated or damaged
+        raise ValueError(
+            f"{path} is damaged or is not a reftx checkpoint ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"load {path.parent / 'best.pt'} instead if it exists, or train again"
+        ) from None
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> BaseLanguageModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 import torch
 from rouge_score import rouge_scorer
@@ -55,8 +56,18 @@ def evaluate_loss(
         total_nll += float(out["loss"]) * n
         total_tokens += n
     model.train(was_training)
-    loss = total_nll / max(total_tokens, 1)
-    return {"loss": loss, "ppl": math.exp(loss), "tokens": total_tokens}
+    if total_tokens == 0:
+        raise ValueError(
+            f"no tokens to score: {len(rows)} row(s) in {len(batches)} batch(es), and every label is "
+            "masked or padding; pass rows with at least one counted token"
+        )
+    loss = total_nll / total_tokens
+    return {"loss": loss, "ppl": perplexity_of(loss), "tokens": total_tokens}
+
+
+def perplexity_of(loss: float) -> float:
+    """exp(loss), and ``inf`` (not an OverflowError) for a loss too large for a float: a diverged model."""
+    return math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf
 
 
 def perplexity(
@@ -112,6 +123,10 @@ def _sentences(text: str) -> str:
 
 def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L/Lsum F1 x 100 with Porter stemming (Google's ``rouge-score``)."""
+    if not predictions:
+        raise ValueError(
+            "no predictions to score: ROUGE of an empty set is undefined; pass at least one pair"
+        )
     if len(predictions) != len(references):
         raise ValueError(
             f"{len(predictions)} predictions but {len(references)} references: they must pair up"
@@ -122,7 +137,7 @@ def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, fl
         scores = scorer.score(_sentences(ref), _sentences(pred))
         for key in ROUGE_KEYS:
             totals[key] += scores[key].fmeasure
-    return {key: 100 * value / max(len(predictions), 1) for key, value in totals.items()}
+    return {key: 100 * value / len(predictions) for key, value in totals.items()}
 
 
 def longest_3(dialogue: str) -> str:

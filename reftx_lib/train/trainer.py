@@ -22,10 +22,10 @@ until every ``log_every`` steps, when one copy brings the whole window back.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,14 +36,13 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..data.batching import pad_batch, token_budget_batches
+from ..model.config import ModelConfig
 from ..model.transformer import BaseLanguageModel
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .device import resolve_device
 from .evaluation import evaluate_loss
 from .memory import peak_memory_mb
 from .step import autocast_for, training_step
-
-logger = logging.getLogger("reftx")
 
 
 @dataclass
@@ -67,12 +66,12 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
-    log_every: int | None = (
-        None  # steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA
-    )
+    # Steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA.
+    log_every: int | None = None
     compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
+    overwrite: bool = False  # replace a checkpoint of another run in checkpoint_dir instead of refusing
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_tokens", "eval_every", "log_every"):
@@ -84,6 +83,79 @@ class TrainConfig:
                 f"got {self.warmup_steps}"
             )
         self.betas = tuple(self.betas)
+
+
+# The TrainConfig fields that decide the weights a run produces. Paths, stopping rules (stop_after,
+# max_time_s), evaluation and logging settings do not: a run may move, or continue past where it stopped.
+RUN_FIELDS = (
+    "max_steps",
+    "lr",
+    "min_lr_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "betas",
+    "grad_clip",
+    "batch_tokens",
+    "seed",
+    "data",
+    "tokenizer",
+)
+
+
+def run_identity(model_class: str, model_config: dict, train_config: dict) -> dict:
+    """What makes two runs the same run: the model's class and config, and ``RUN_FIELDS``.
+
+    A checkpoint is reused or resumed only by the run that wrote it, and never
+    overwritten by another (``CheckpointMismatchError``).
+    """
+    identity = {
+        "model_class": model_class,
+        **{f"model.{k}": v for k, v in ModelConfig.from_dict(model_config).to_dict().items()},
+    }
+    for name in RUN_FIELDS:
+        value = train_config.get(name)
+        identity[name] = list(value) if isinstance(value, tuple) else value
+    return identity
+
+
+def identity_of(model: BaseLanguageModel, config: TrainConfig) -> dict:
+    """``run_identity`` of training ``model`` with ``config``."""
+    return run_identity(type(model).__name__, model.config.to_dict(), asdict(config))
+
+
+def stored_identity(ckpt: dict) -> dict:
+    """``run_identity`` of the run that wrote checkpoint ``ckpt``."""
+    return run_identity(ckpt["model_class"], ckpt["model_config"], ckpt["train_config"])
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint belongs to another run than the one asked for."""
+
+
+def check_same_run(path: Path, stored: dict, wanted: dict, action: str, fix: str) -> None:
+    """Raise ``CheckpointMismatchError`` naming every setting in which the two runs differ."""
+    diff = [
+        f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here"
+        for k in sorted(stored.keys() | wanted.keys())
+        if stored.get(k) != wanted.get(k)
+    ]
+    if diff:
+        raise CheckpointMismatchError(
+            f"{path} was written by another run ({'; '.join(diff)}), so it cannot be {action}. {fix}"
+        )
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when ``folder`` cannot hold checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write checkpoints to {folder} ({exc.strerror or exc}); choose a writable "
+            "folder (checkpoint_dir, command line: --out)"
+        ) from None
 
 
 class History(list):
@@ -154,10 +226,38 @@ def train(
     of token lists); every row is trained with ``labels = input_ids``.
     ``resume``: a checkpoint path; training continues from its step with its
     optimizer, scheduler, RNG and data position, so the result equals an
-    uninterrupted run.
+    uninterrupted run, and only the run that wrote it may resume it. A ``last.pt`` of another
+    run in ``config.checkpoint_dir`` is never overwritten unless ``config.overwrite``.
     """
     device = resolve_device(config.device)
     rank, world = _world()
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    wanted = identity_of(model, config)
+    if resume is not None:
+        ckpt = load_checkpoint(resume, map_location=device)
+        check_same_run(
+            Path(resume),
+            stored_identity(ckpt),
+            wanted,
+            "resumed by this run",
+            "Resume with the model, data and settings it was trained with, or start without --resume.",
+        )
+    if ckpt_dir is not None and rank == 0:
+        check_writable(ckpt_dir)
+        last = ckpt_dir / "last.pt"
+        if (
+            last.is_file()
+            and not config.overwrite
+            and (resume is None or Path(resume).resolve() != last.resolve())
+        ):
+            check_same_run(
+                last,
+                stored_identity(load_checkpoint(last)),
+                wanted,
+                "overwritten",
+                "Pass overwrite=True (command line: --overwrite) to replace it, or train into "
+                "another folder (checkpoint_dir, command line: --out).",
+            )
     seed_everything(config.seed)
     train_rows, val_rows = _rows(train_data), _rows(val_data)
     lengths = [len(r) for r in train_rows]
@@ -174,7 +274,6 @@ def train(
     history, step, epoch, batch_pos, elapsed = History(), 0, 0, 0, 0.0
     totals = {"tokens": 0, "supervised": 0, "padded": 0}
     if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -182,7 +281,6 @@ def train(
         totals = ckpt["totals"]
         history = History(ckpt["history"])
         set_rng_state(ckpt["rng"])
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     ckpt_every = config.checkpoint_every or config.eval_every
     end = min(config.max_steps, config.stop_after or config.max_steps)
     autocast = autocast_for(device)
@@ -306,6 +404,13 @@ def train(
         if evaluate:
             val = evaluate_loss(model, val_rows, config.batch_tokens, device, max_batches=config.eval_batches)
             record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
+            if not math.isfinite(val["ppl"]):  # a NaN loss, or one too large for exp(): diverged
+                bar.close()
+                where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
+                raise FloatingPointError(
+                    f"validation loss {val['loss']:.4g} at step {step}: the run has diverged "
+                    f"(perplexity {val['ppl']:.4g}){where}. Lower the learning rate or check the data."
+                )
             if val["loss"] < best_val:
                 best_val = val["loss"]
                 save("best.pt")
@@ -321,23 +426,28 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
     """``train``, but reuse ``config.checkpoint_dir``: a finished run is loaded, a partial one resumed.
 
     Notebooks call this so that rerunning them (or a later notebook that needs
-    the same model) never retrains what is already on disk. A checkpoint is only
-    reused when its model config and training config (data tag included) match.
+    the same model) never retrains what is already on disk. A checkpoint is reused
+    only by the run that wrote it (``run_identity``): a moved folder, another
+    ``stop_after`` or ``max_time_s`` is the same run, and continues where it stopped.
+    A checkpoint of another run is refused (``CheckpointMismatchError``) unless
+    ``config.overwrite``.
     """
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
-    if last is not None and last.is_file():
+    if last is not None and last.is_file() and not config.overwrite:
         ckpt = load_checkpoint(last)
-        ignore = {"progress", "device", "log_every", "compile"}  # how a run executes, not what it computes
-        stored = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
-        wanted = {k: v for k, v in asdict(config).items() if k not in ignore}
-        if ckpt["model_config"] == model.config.to_dict() and stored == wanted:
-            history = History(ckpt["history"])
-            if ckpt["step"] >= min(config.max_steps, config.stop_after or config.max_steps):
-                model.load_state_dict(ckpt["model"])
-                model.to(resolve_device(config.device)).eval()
-                return history
-            return train(model, train_data, val_data, config, resume=last)
-        logger.warning("checkpoint %s was made with another config: training from scratch", last)
+        check_same_run(
+            last,
+            stored_identity(ckpt),
+            identity_of(model, config),
+            "reused by this run",
+            "Pass overwrite=True (command line: --overwrite) to train this run over it, or "
+            "train into another folder (checkpoint_dir, command line: --out).",
+        )
+        if ckpt["step"] >= min(config.max_steps, config.stop_after or config.max_steps):
+            model.load_state_dict(ckpt["model"])
+            model.to(resolve_device(config.device)).eval()
+            return History(ckpt["history"])
+        return train(model, train_data, val_data, config, resume=last)
     return train(model, train_data, val_data, config)
 
 
