@@ -244,3 +244,32 @@ def test_gap_verdict_pairs_seeds_and_weighs_the_gap_against_their_noise():
     # The untrained step 0 and the warm-up never count, and one seed gives no noise estimate.
     one = learning.gap_verdict(_row([[9.5, 7.0, 6.1]], peer[:1]), 0.02, 20)
     assert one["status"] == "behind" and one["se"] is None and one["step"] == 50
+
+
+def test_stored_runs_merge_with_each_rows_provenance_and_refuse_mismatches():
+    setup = {"steps": 150, "tolerance": 0.02, "warmup_steps": 20, "seeds": [0, 1], "variant_seeds": None}
+
+    def stored(rows, commit, planned, **changes):
+        return {
+            "metrics": {
+                "rows": [{"arch": a, "corpus": c} for a, c in rows],
+                "n_rows_planned": planned,
+                "setup": {**setup, **changes},
+            },
+            "provenance": {"commit": commit},
+        }
+
+    first = stored([("decoder-only", "textbooks")], "abc", planned=6)
+    rest = stored([("encoder-decoder", "samsum")], "def", planned=1, variant_seeds=1)
+    merged = learning.merge_stored([first, rest])
+    assert [(r["corpus"], r["provenance"]["commit"]) for r in merged["rows"]] == [
+        ("textbooks", "abc"),
+        ("samsum", "def"),
+    ]
+    assert (merged["n_rows"], merged["n_rows_planned"]) == (2, 6)
+    with pytest.raises(ValueError, match=r"different settings.*\['steps'\]"):
+        learning.merge_stored([first, stored([("decoder-only", "samsum")], "x", 1, steps=100)])
+    with pytest.raises(ValueError, match="two stored runs measured decoder-only on textbooks"):
+        learning.merge_stored([first, first])
+    with pytest.raises(ValueError, match=r"variant_seeds must be in \[1, 2\]"):
+        learning.LearningSetup(seeds=[0, 1], variant_seeds=3)

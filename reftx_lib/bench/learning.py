@@ -82,6 +82,7 @@ class LearningSetup:
     n_val: int = 128  # validation rows, the same for every evaluation and both sides
     tolerance: float = 0.02  # nats our validation loss may lie above the peer's after warm-up
     seeds: list[int] = field(default_factory=lambda: [0])
+    variant_seeds: int | None = None  # variants of ours train on the first this-many seeds; None: every seed
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_PRESETS:
@@ -93,6 +94,11 @@ class LearningSetup:
             raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if self.variant_seeds is not None and not 1 <= self.variant_seeds <= len(self.seeds):
+            raise ValueError(
+                f"variant_seeds must be in [1, {len(self.seeds)}] (the number of seeds), "
+                f"got {self.variant_seeds}"
+            )
         self.betas = tuple(self.betas)
 
     def eval_steps(self) -> list[int]:
@@ -341,19 +347,21 @@ def compare(
     for name, overrides in (variants or {}).items():
         builders[name] = lambda o=overrides, n=name: ours(arch, setup, vocab, max_len, name=n, **o)
     runs: dict[str, dict[str, dict]] = {name: {} for name in builders}
-    for seed in setup.seeds:
+    for k, seed in enumerate(setup.seeds):
         train_batches = [
             make_batch([train_rows[i] for i in index], arch)
             for index in batch_order(len(train_rows), setup, seed)
         ]
         for name, build in builders.items():
+            if name not in ("ours", "peer") and setup.variant_seeds is not None and k >= setup.variant_seeds:
+                continue  # a variant shows a large effect: fewer seeds suffice
             torch.manual_seed(seed)
             runs[name][str(seed)] = train_side(build(), train_batches, val_batches, setup, seed, progress)
     steps = setup.eval_steps()
 
     def mean_curve(name: str) -> list[float]:
         return [
-            sum(r["curve"][i][1] for r in runs[name].values()) / len(setup.seeds) for i in range(len(steps))
+            sum(r["curve"][i][1] for r in runs[name].values()) / len(runs[name]) for i in range(len(steps))
         ]
 
     ours_mean, peer_mean = mean_curve("ours"), mean_curve("peer")
@@ -369,6 +377,7 @@ def compare(
                 default=0.0,
             )
             for name, per_seed in runs.items()
+            if len(per_seed) > 1
         }
         if len(setup.seeds) > 1
         else None
@@ -496,6 +505,48 @@ def _compare_job(task: tuple) -> dict:
     return compare(corpus, arch, load_tokenizer(8192), setup, variants, progress)
 
 
+def load_stored(name: str) -> list[dict]:
+    """Every stored learning run named ``name``: ``learning-<name>.json`` and ``learning-<name>-<part>.json``.
+
+    A run that had to stop early keeps its rows; a second run can measure the rest
+    (``--archs``/``--corpora``) and ``merge_stored`` shows them together.
+    """
+    from ..course.results import results_dir
+
+    folder = results_dir() / "bench"
+    paths = sorted(folder.glob(f"learning-{name}.json")) + sorted(folder.glob(f"learning-{name}-*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def merge_stored(stored: list[dict]) -> dict:
+    """The rows of several stored learning runs as one ``metrics`` dict, each row with its run's provenance.
+
+    The runs must share every setting except their seeds (each row keeps its own), and
+    measure different (architecture, corpus) rows.
+    """
+    if not stored:
+        raise ValueError(
+            "no stored learning run to merge: run python -m reftx_lib bench --learning --save NAME"
+        )
+    per_run = ("seeds", "variant_seeds")
+    first = stored[0]["metrics"]["setup"]
+    rows, seen = [], set()
+    for run in stored:
+        setup = run["metrics"]["setup"]
+        differ = sorted(
+            k for k in first.keys() | setup.keys() if k not in per_run and first.get(k) != setup.get(k)
+        )
+        if differ:
+            raise ValueError(f"learning runs with different settings cannot be shown as one: {differ}")
+        for row in run["metrics"]["rows"]:
+            if (row["arch"], row["corpus"]) in seen:
+                raise ValueError(f"two stored runs measured {row['arch']} on {row['corpus']}; keep one")
+            seen.add((row["arch"], row["corpus"]))
+            rows.append({**row, "provenance": run["provenance"]})
+    planned = max(run["metrics"].get("n_rows_planned", len(run["metrics"]["rows"])) for run in stored)
+    return {"rows": rows, "setup": first, "n_rows": len(rows), "n_rows_planned": max(planned, len(rows))}
+
+
 def verdict_lines(metrics: dict) -> list[str]:
     """One computed verdict per stored row: ours against the peer after warm-up, against the seed noise,
     and how far the variants (e.g. the 2017 embedding) and the unigram control lie at the last step."""
@@ -506,7 +557,7 @@ def verdict_lines(metrics: dict) -> list[str]:
             ""
             if r["seed_spread"] is None
             else (
-                f" (seeds {setup['seeds']}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
+                f" (seeds {list(r['runs']['ours'])}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
                 f"the peer by {r['seed_spread']['peer']:.3f})"
             )
         )
@@ -517,7 +568,10 @@ def verdict_lines(metrics: dict) -> list[str]:
             f"unigram {r['unigram_loss']:.3f}"
         )
         for name, curve in r["variants"].items():
-            line += f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours)"
+            line += (
+                f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours, "
+                f"{len(r['runs'][name])} seed(s))"
+            )
         lines.append(line)
     planned = metrics.get("n_rows_planned", len(metrics["rows"]))
     if len(metrics["rows"]) < planned:
@@ -602,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     p.add_argument("--seeds", nargs="+", type=int, default=defaults.seeds)
     p.add_argument(
+        "--variant-seeds",
+        type=int,
+        help="train the --ours-variant models on the first N seeds only (default: every seed)",
+    )
+    p.add_argument(
         "--ours-variant",
         action="append",
         type=parse_variant,
@@ -624,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             **{name: getattr(args, name) for name in flags},
             max_source_len=args.max_doc_tokens,
             seeds=args.seeds,
+            variant_seeds=args.variant_seeds,
         )
     except ValueError as exc:
         p.error(str(exc))
