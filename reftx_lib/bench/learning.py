@@ -37,6 +37,7 @@ Run: ``python -m reftx_lib bench --learning --save cpu``. The result goes to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -494,6 +495,32 @@ def format_rows(rows: list[dict], setup: LearningSetup) -> str:
     return "\n".join(lines)
 
 
+def show(name: str) -> int:
+    """Print the stored runs ``learning-<name>*.json`` as one table with their verdicts and provenance."""
+    stored = load_stored(name)
+    if not stored:
+        print(f"no stored run results/bench/learning-{name}*.json: run with --save {name}", file=sys.stderr)
+        return 1
+    metrics = merge_stored(stored)
+    fields = {f.name for f in dataclasses.fields(LearningSetup)}
+    setup = LearningSetup(**{k: v for k, v in metrics["setup"].items() if k in fields})
+    for run in stored:
+        p = run["provenance"]
+        measured = ", ".join(f"{r['arch']} on {r['corpus']}" for r in run["metrics"]["rows"])
+        print(
+            f"stored: {p['date']}, commit {p['commit']}, {p['device']}, {p['wall_time_s'] / 60:.0f} min: {measured}"
+        )
+    print(format_rows(metrics["rows"], setup).rsplit("\n", 1)[0])
+    print("\n".join(["verdicts:", *(f"- {line}" for line in verdict_lines(metrics))]))
+    return (
+        0
+        if all(
+            gap_verdict(r, setup.tolerance, setup.warmup_steps)["status"] == "within" for r in metrics["rows"]
+        )
+        else 1
+    )
+
+
 def _compare_job(task: tuple) -> dict:
     """One ``compare`` call with its own thread count: a ``--jobs`` worker runs in a fresh process."""
     corpus, arch, setup, variants, threads, progress = task
@@ -676,7 +703,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--save", metavar="NAME", help="store the rows in results/bench/learning-<NAME>.json")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--show",
+        metavar="NAME",
+        help="train nothing: print the stored runs learning-<NAME>*.json as one table, with verdicts",
+    )
     args = p.parse_args(argv)
+    if args.show:
+        return show(args.show)
     try:
         setup = LearningSetup(
             **{name: getattr(args, name) for name in flags},
