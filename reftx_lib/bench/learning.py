@@ -507,9 +507,8 @@ def show(name: str) -> int:
     for run in stored:
         p = run["provenance"]
         measured = ", ".join(f"{r['arch']} on {r['corpus']}" for r in run["metrics"]["rows"])
-        print(
-            f"stored: {p['date']}, commit {p['commit']}, {p['device']}, {p['wall_time_s'] / 60:.0f} min: {measured}"
-        )
+        minutes = p["wall_time_s"] / 60
+        print(f"stored: {p['date']}, commit {p['commit']}, {p['device']}, {minutes:.0f} min: {measured}")
     print(format_rows(metrics["rows"], setup).rsplit("\n", 1)[0])
     print("\n".join(["verdicts:", *(f"- {line}" for line in verdict_lines(metrics))]))
     return (
