@@ -235,7 +235,7 @@ def test_gap_verdict_pairs_seeds_and_weighs_the_gap_against_their_noise():
     peer = [[9.0, 7.0, 6.0], [9.0, 7.2, 6.2]]
     within = learning.gap_verdict(_row([[9.0, 7.01, 6.01], [9.0, 7.21, 6.2]], peer), 0.02, 20)
     assert within["status"] == "within" and within["step"] == 25 and abs(within["gap"] - 0.01) < 1e-9
-    # Gaps of +0.00 and +0.10 per seed: mean 0.05, standard error 0.05, so 0.05 - 0.02 < 2 * 0.05.
+    # Gaps of +0.00 and +0.10 per seed: mean 0.05, standard error 0.05; two seeds need 12.7 of them.
     undecided = learning.gap_verdict(_row([[9.0, 7.0, 6.0], [9.0, 7.2, 6.3]], peer), 0.02, 20)
     assert undecided["status"] == "undecided" and abs(undecided["se"] - 0.05) < 1e-9
     # The same mean gap, agreed on by both seeds: ours is behind.
@@ -273,3 +273,13 @@ def test_stored_runs_merge_with_each_rows_provenance_and_refuse_mismatches():
         learning.merge_stored([first, first])
     with pytest.raises(ValueError, match=r"variant_seeds must be in \[1, 2\]"):
         learning.LearningSetup(seeds=[0, 1], variant_seeds=3)
+
+
+def test_pooled_gap_takes_every_corpus_and_seed_pair_with_a_t_interval():
+    rows = [
+        _row([[9.0, 7.1, 6.1], [9.0, 7.1, 6.3]], [[9.0, 7.0, 6.0], [9.0, 7.0, 6.2]]),
+        _row([[9.0, 7.1, 6.0]], [[9.0, 7.0, 6.1]]),
+    ]
+    pooled = learning.pooled_gap(rows)  # last-step gaps +0.1, +0.1, -0.1: mean 0.0333, sd 0.1155
+    assert pooled["n"] == 3 and pooled["mean"] == pytest.approx(0.1 / 3)
+    assert pooled["high"] - pooled["mean"] == pytest.approx(4.303 * 0.11547 / 3**0.5, rel=1e-3)
