@@ -176,47 +176,50 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     So whatever separates the two in the learning benchmark is the initial draw, the dropout
     masks, or the position signal, never a difference in the maths of a block.
     """
-    from reftx_lib.bench.peers import peer_gpt2
+    from reftx_lib.bench.peers import copy_gpt2_into_ours, gpt2_pairs, peer_gpt2
 
     torch.manual_seed(0)
     gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
     ours = ReferenceDecoderOnly.from_preset(
         "smoke", vocab_size=97, dropout=0.0, max_len=24, positions="learned"
     )
-    g = gpt2.transformer
-    copies = {"embed": g.wte, "pos": g.wpe, "norm": g.ln_f}  # ours <- GPT-2; Conv1D stores (in, out)
-    for i, block in enumerate(g.h):
-        copies.update(
-            {
-                f"layers.{i}.self_attn.in_proj": block.attn.c_attn,
-                f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
-                f"layers.{i}.self_block.norm": block.ln_1,
-                f"layers.{i}.ffn.fc1": block.mlp.c_fc,
-                f"layers.{i}.ffn.fc2": block.mlp.c_proj,
-                f"layers.{i}.ffn_block.norm": block.ln_2,
-            }
-        )
-    conv1d = {"in_proj", "out_proj", "fc1", "fc2"}
-    with torch.no_grad():
-        for name, source in copies.items():
-            target = ours.get_submodule(name)
-            for kind, value in source.named_parameters(recurse=False):
-                getattr(target, kind).copy_(
-                    value.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value
-                )
+    copy_gpt2_into_ours(gpt2, ours)
     ids = torch.randint(4, 97, (3, 20))
     ids[1, 12:] = 0  # right padding
     ours_loss = ours(ids, labels=ids, return_logits=False)["loss"]  # the fused loss the trainer uses
     gpt2_loss = gpt2(input_ids=ids, attention_mask=ids != 0, labels=ids.masked_fill(ids == 0, -100)).loss
     (ours_loss + gpt2_loss).backward()
     torch.testing.assert_close(ours_loss, gpt2_loss)
-    for name, source in copies.items():
-        target = ours.get_submodule(name)
-        for kind, value in source.named_parameters(recurse=False):
-            expected = (
-                value.grad.t() if name.rsplit(".", 1)[-1] in conv1d and value.dim() == 2 else value.grad
-            )
-            torch.testing.assert_close(getattr(target, kind).grad, expected, atol=1e-6, rtol=1e-4)
+    for mine, theirs, transposed in gpt2_pairs(gpt2, ours):
+        torch.testing.assert_close(
+            mine.grad, theirs.grad.t() if transposed else theirs.grad, atol=1e-6, rtol=1e-4
+        )
+
+
+def test_from_gpt2s_initial_weights_ours_trains_exactly_like_gpt2():
+    """The benchmark's training of both sides (steps, AdamW, schedule, clipping, dropout masks) is the same:
+    started from GPT-2's own draw, ours follows GPT-2's validation curve. The gap between independent draws
+    is therefore the draw, not the training."""
+    from reftx_lib.bench.peers import copy_gpt2_into_ours
+
+    setup = learning.LearningSetup(size="smoke", steps=6, warmup_steps=2, eval_every=3, batch_size=4)
+    rng = random.Random(0)
+    rows = [[1] + [rng.randrange(4, 100) for _ in range(rng.randrange(5, 20))] + [2] for _ in range(30)]
+    batches = [
+        learning.make_batch([rows[i] for i in index], "decoder-only")
+        for index in learning.batch_order(24, setup, seed=0)
+    ]
+    val = [learning.make_batch(rows[24:], "decoder-only")]
+    torch.manual_seed(0)
+    peer = learning.peer("decoder-only", setup, 128, 32)
+    ours = learning.ours("decoder-only", setup, 128, 32, positions="learned")
+    copy_gpt2_into_ours(peer.model, ours.model)
+    curves = [
+        learning.train_side(side, batches, val, setup, seed=0, progress=False)["curve"]
+        for side in (ours, peer)
+    ]
+    assert [v for _, v in curves[0]] == pytest.approx([v for _, v in curves[1]], abs=1e-4)
+    assert curves[0][-1][1] < curves[0][0][1]  # and it trained
 
 
 def _row(ours_by_seed: list[list[float]], peer_by_seed: list[list[float]]) -> dict:

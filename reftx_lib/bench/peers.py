@@ -170,3 +170,36 @@ def random_batch(
     ids = torch.randint(4, VOCAB_SIZE, (batch_size, seq_len), generator=g).to(device)
     half = seq_len // 2
     return {"ids": ids, "src": ids[:, :half].contiguous(), "tgt": ids[:, half:].contiguous()}
+
+
+def gpt2_pairs(gpt2: nn.Module, ours: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter, bool]]:
+    """(our parameter, GPT-2's, transposed?) for every weight of a ``ReferenceDecoderOnly`` with
+    ``positions="learned"`` and the ``GPT2LMHeadModel`` of the same size (GPT-2's Conv1D stores (in, out)).
+
+    With these pairs a test copies GPT-2's weights into ours and compares what the two compute.
+    """
+    g = gpt2.transformer
+    modules = {"embed": g.wte, "pos": g.wpe, "norm": g.ln_f}
+    for i, block in enumerate(g.h):
+        modules |= {
+            f"layers.{i}.self_attn.in_proj": block.attn.c_attn,
+            f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
+            f"layers.{i}.self_block.norm": block.ln_1,
+            f"layers.{i}.ffn.fc1": block.mlp.c_fc,
+            f"layers.{i}.ffn.fc2": block.mlp.c_proj,
+            f"layers.{i}.ffn_block.norm": block.ln_2,
+        }
+    pairs = []
+    for name, theirs in modules.items():
+        mine = ours.get_submodule(name)
+        for kind, value in theirs.named_parameters(recurse=False):
+            conv1d = name.rsplit(".", 1)[-1] in ("in_proj", "out_proj", "fc1", "fc2") and value.dim() == 2
+            pairs.append((getattr(mine, kind), value, conv1d))
+    return pairs
+
+
+@torch.no_grad()
+def copy_gpt2_into_ours(gpt2: nn.Module, ours: nn.Module) -> None:
+    """Give ours GPT-2's weights (see ``gpt2_pairs``): the same initial draw for both sides."""
+    for mine, theirs, transposed in gpt2_pairs(gpt2, ours):
+        mine.copy_(theirs.t() if transposed else theirs)
