@@ -47,14 +47,14 @@ def _data(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _setup(args):
-    """Tokenizer, preset section and encoded data for ``--data`` at ``--preset``."""
+def _setup(args, tok=None):
+    """Tokenizer (unless given), preset section and encoded data for ``--data`` at ``--preset``."""
     from .course.experiments import rawtext_data, samsum_data
     from .course.presets import get_preset
     from .data.tokenizer import load_tokenizer
 
     preset = get_preset(args.preset)
-    tok = load_tokenizer(preset["data"]["vocab_size"])
+    tok = tok or load_tokenizer(preset["data"]["vocab_size"])
     if args.data == "samsum":
         cfg = preset["samsum"]
         data, stats = samsum_data(cfg, tok)
@@ -114,13 +114,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _trained(path: str):
+    """The model of checkpoint ``path`` and the tokenizer it was trained with, read from its cached folder."""
+    from .data.tokenizer import cached_tokenizer, load_tokenizer
+    from .train.checkpoint import load_checkpoint, model_from
+
+    ckpt = load_checkpoint(path)
+    model = model_from(ckpt)
+    key = (ckpt.get("tokenizer") or {}).get("key")
+    return model, cached_tokenizer(key) if key else load_tokenizer(model.config.vocab_size)
+
+
 def cmd_evaluate(args) -> int:
-    from .train.checkpoint import load_model
     from .train.evaluation import compute_rouge, generate_summaries, perplexity
 
-    model = load_model(args.checkpoint)
+    model, tok = _trained(args.checkpoint)
     args.model = "encdec" if model.is_encoder_decoder else "deconly"
-    tok, cfg, data, _ = _setup(args)
+    tok, cfg, data, _ = _setup(args, tok)
     test = (
         data["test"] if args.limit is None else data["test"].select(range(min(args.limit, len(data["test"]))))
     )
@@ -144,15 +154,13 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from .data.tokenizer import load_tokenizer
-    from .train.checkpoint import load_model
     from .train.device import resolve_device
 
     if not args.text.strip():
         raise ValueError("--text is empty: give a prompt (decoder-only) or a dialogue (encoder-decoder)")
     device = resolve_device(args.device)
-    model = load_model(args.checkpoint).to(device).eval()
-    tok = load_tokenizer(model.config.vocab_size)
+    model, tok = _trained(args.checkpoint)
+    model.to(device).eval()
     ids = torch.tensor([tok.encode(args.text)], device=device)
     sampling = args.temperature != 0
     new = model.generate(

@@ -217,3 +217,17 @@ def test_a_dropped_record_is_reported_once(caplog):
     assert [r.getMessage() for r in caplog.records].count(
         "samsum/train: dropped 1 record(s) with an empty dialogue, id(s) b"
     ) == 1
+
+
+def test_a_checkpoint_finds_its_tokenizer_without_the_corpora(tmp_path, monkeypatch):
+    """Before: generate and evaluate hashed all three corpora just to find the cached tokenizer."""
+    from reftx_lib.data import tokenizer as tok_module
+
+    monkeypatch.setattr(tok_module, "cache_dir", lambda: tmp_path)
+    tok = tok_module.train_bpe([["Amanda: I baked cookies.", "Jerry: Sure!"]] * 20, vocab_size=300)
+    tok.save_pretrained(tmp_path / "tokenizer-abc")
+    (tmp_path / "tokenizer-abc" / tok_module.INFO_FILE).write_text('{"key": "abc"}')
+    monkeypatch.setattr(tok_module, "load_corpus", lambda *a, **k: pytest.fail("a corpus was read"))
+    assert tok_module.cached_tokenizer("abc").encode("Amanda") == tok.encode("Amanda")
+    with pytest.raises(FileNotFoundError, match="tokenizer zzz is not cached in .*tokenizer-zzz.*prepare"):
+        tok_module.cached_tokenizer("zzz")

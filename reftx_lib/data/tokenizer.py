@@ -151,6 +151,21 @@ def load_tokenizer(
     return PreTrainedTokenizerFast.from_pretrained(str(final))
 
 
+def cached_tokenizer(key: str) -> PreTrainedTokenizerFast:
+    """The cached tokenizer named ``key`` (as a checkpoint records it), read from its own folder.
+
+    No corpus is read: a trained model can be evaluated or sampled offline, with only its
+    tokenizer's folder on disk.
+    """
+    folder = cache_dir() / f"tokenizer-{key}"
+    if not (folder / INFO_FILE).is_file():
+        raise FileNotFoundError(
+            f"tokenizer {key} is not cached in {cache_dir()}: copy its folder tokenizer-{key} there, or "
+            "rebuild it with `python -m reftx_lib prepare` from the corpora it was trained on"
+        )
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
 def tokenizer_info(tok: PreTrainedTokenizerFast) -> dict[str, object]:
     """Describe a tokenizer for checkpoints: vocab size, cache path, key, training time.
 

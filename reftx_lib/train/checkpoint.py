@@ -95,7 +95,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> BaseLanguageModel:
     """Rebuild the model from the checkpoint's stored class and config, then load its weights."""
-    ckpt = load_checkpoint(path, map_location)
+    return model_from(load_checkpoint(path, map_location))
+
+
+def model_from(ckpt: dict) -> BaseLanguageModel:
+    """The trained model held by a loaded checkpoint (``load_checkpoint``)."""
     cls = MODEL_CLASSES[ckpt["model_class"]]
     model = cls(config=ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
