@@ -231,3 +231,39 @@ def test_a_checkpoint_finds_its_tokenizer_without_the_corpora(tmp_path, monkeypa
     assert tok_module.cached_tokenizer("abc").encode("Amanda") == tok.encode("Amanda")
     with pytest.raises(FileNotFoundError, match="tokenizer zzz is not cached in .*tokenizer-zzz.*prepare"):
         tok_module.cached_tokenizer("zzz")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (
+            b'{"id": "1", "dialogue": "A: hi", "summary": "x"}\n{"id": "2", "dialogue": "B: yo",\n',
+            r"val\.jsonl, line 2: not valid JSON",
+        ),
+        (b"", r"val\.jsonl holds no records, so its split would be empty"),
+        (b'{"id": "1", "dialogue": "A: hi"}\n', r"val\.jsonl, line 1: field 'summary' is missing"),
+        (
+            b'{"id": "1", "dialogue": null, "summary": "x"}\n',
+            r"val\.jsonl, line 1: field 'dialogue' is null, not a string",
+        ),
+        (
+            b'{"id": "1", "dialogue": "A: caf\xe9", "summary": "x"}\n',
+            r"val\.jsonl, line 1: not UTF-8 \(byte 28",
+        ),
+    ],
+)
+def test_bad_data_names_the_file_the_line_and_the_field(tmp_path, monkeypatch, content, message):
+    """Before: a DatasetGenerationError, 'corresponds to no data', a TypeError in tokenizers, an
+    AttributeError, or a decoding error that named no file."""
+    from reftx_lib.data import corpora
+
+    monkeypatch.setenv("REFTX_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "samsum"
+    folder.mkdir(parents=True)
+    good = b'{"id": "1", "dialogue": "A: hi", "summary": "x"}\n'
+    for name in ("train.jsonl", "test.jsonl"):
+        (folder / name).write_bytes(good)
+    (folder / "val.jsonl").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        corpora.load_corpus("samsum", search_path=[tmp_path / "data"])
+    assert "REFTX_DATA_DIR" in str(info.value)

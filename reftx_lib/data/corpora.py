@@ -9,6 +9,7 @@ with a count: nothing disappears silently.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -40,6 +41,72 @@ LOCAL_FILES: dict[str, tuple[str, ...]] = {
     "textbooks": ("library_of_phi/gpt4_textbook_chapters.jsonl",),
     "tinystories": ("tinystories/tinystories_sample.jsonl",),
 }
+
+# The text fields every record of a local file must hold (as non-null strings).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "samsum": ("id", "dialogue", "summary"),
+    "textbooks": ("id", "text", "piece_type"),
+    "tinystories": ("text",),
+}
+
+
+def _checked_file() -> Path:
+    return cache_dir() / "checked-data-files.json"  # "path|size|mtime" of every file that passed
+
+
+def check_jsonl(path: Path, fields: Sequence[str]) -> None:
+    """Fail with the file, the line and the field when a local JSONL file cannot be used as it is.
+
+    ``datasets`` would report a malformed line as a ``DatasetGenerationError`` (the row only in a
+    log), a missing or null field as a ``TypeError`` deep inside the tokenizer, and an empty
+    file as an empty split. A file that passed is not read again until it changes (its size and
+    time are recorded in the cache folder).
+    """
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    record_file = _checked_file()
+    passed = set(json.loads(record_file.read_text())) if record_file.is_file() else set()
+    if key in passed:
+        return
+    fix = (
+        f"fix or remove that line of {path}, or point REFTX_DATA_DIR at a good copy (shared/data/SOURCES.md)"
+    )
+    records = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 (byte {exc.start}: "
+                    f"{raw[exc.start : exc.start + 4]!r}); {fix}"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); {fix}"
+                ) from None
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{path}, line {number}: a JSON {type(record).__name__}, not an object; {fix}"
+                )
+            for name in fields:
+                if not isinstance(record.get(name), str):
+                    problem = (
+                        "is missing" if name not in record else f"is {json.dumps(record[name])}, not a string"
+                    )
+                    raise ValueError(f"{path}, line {number}: field {name!r} {problem}; {fix}")
+            records += 1
+    if records == 0:
+        raise ValueError(f"{path} holds no records, so its split would be empty; {fix}")
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(sorted(passed | {key})))
+    os.replace(tmp, record_file)
+
 
 _SECTION_START = re.compile(r"(?m)^(?=### )")  # zero-width: split *before* each "### " line
 
@@ -217,6 +284,8 @@ def load_corpus(name: str, search_path: list[Path] | None = None) -> DatasetDict
         needed = [folder / rel for rel in LOCAL_FILES[name]]
         if all(p.is_file() for p in needed):
             logger.info("%s: loading from %s", name, folder)
+            for path in needed:
+                check_jsonl(path, REQUIRED_FIELDS[name])
             return local_loader(folder)
         looked_for += needed
 
