@@ -248,7 +248,7 @@ def test_a_checkpoint_finds_its_tokenizer_without_the_corpora(tmp_path, monkeypa
         ),
         (
             b'{"id": "1", "dialogue": "A: caf\xe9", "summary": "x"}\n',
-            r"val\.jsonl, line 1: not UTF-8 \(byte 28",
+            r"val\.jsonl, line 1: not UTF-8 \(byte 31",
         ),
     ],
 )
