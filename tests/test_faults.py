@@ -267,3 +267,62 @@ def test_bad_data_names_the_file_the_line_and_the_field(tmp_path, monkeypatch, c
     with pytest.raises(ValueError, match=message) as info:
         corpora.load_corpus("samsum", search_path=[tmp_path / "data"])
     assert "REFTX_DATA_DIR" in str(info.value)
+
+
+def _saved(tmp_path):
+    fit(
+        make(ReferenceDecoderOnly),
+        TRAIN,
+        VAL,
+        cfg(checkpoint_dir=str(tmp_path), max_steps=6, stop_after=4, eval_every=2),
+    )
+    return tmp_path / "last.pt"
+
+
+def test_flipped_bytes_in_either_file_are_caught(tmp_path):
+    """Before: 8 flipped bytes in a checkpoint loaded silently, with 2 weights changed."""
+    last = _saved(tmp_path)
+    weights = last.with_suffix(".safetensors")
+    pristine = weights.read_bytes()
+    data = bytearray(pristine)
+    data[-64:-56] = bytes(b ^ 0xFF for b in data[-64:-56])  # 8 bytes of the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"last\.safetensors is damaged.*sha256.*best\.pt"):
+        load_model(last)
+    weights.write_bytes(pristine)
+    state = bytearray(last.read_bytes())
+    state[len(state) // 2] ^= 0xFF
+    last.write_bytes(bytes(state))
+    with pytest.raises(ValueError, match=r"last\.pt is damaged.*sha256"):
+        load_checkpoint(last)
+
+
+def test_checkpoints_hold_no_code_and_a_killed_save_leaves_nothing_behind(tmp_path):
+    last = _saved(tmp_path)
+    assert torch.load(last, weights_only=True)["step"] == 4  # plain containers and tensors only
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a save")  # what a kill during a save leaves
+    fit(make(ReferenceDecoderOnly), TRAIN, VAL, cfg(checkpoint_dir=str(tmp_path), max_steps=6, eval_every=2))
+    assert not list(tmp_path.glob("*.tmp")) and load_checkpoint(last)["step"] == 6
+
+
+def test_an_old_single_file_checkpoint_is_refused_until_converted(tmp_path):
+    from reftx_lib.train.checkpoint import convert_trusted_legacy
+
+    last = _saved(tmp_path)
+    ckpt, model = load_checkpoint(last), load_model(last)
+    legacy = {k: v for k, v in ckpt.items() if k not in ("path", "weights_sha256", "format")}
+    legacy["model"] = model.state_dict()
+    name, keys, *rest = legacy["rng"]["numpy"]
+    legacy["rng"]["numpy"] = (name, keys.numpy().astype("uint32"), *rest)
+    last.with_suffix(".safetensors").unlink()
+    torch.save(legacy, last)  # the format before: one pickle, read with weights_only=False
+    with pytest.raises(
+        ValueError, match=r"no last\.safetensors beside it.*runs code.*convert_trusted_legacy"
+    ):
+        load_model(last)
+    convert_trusted_legacy(last)
+    torch.testing.assert_close(load_model(last).state_dict(), model.state_dict())
+    resumed = fit(
+        make(ReferenceDecoderOnly), TRAIN, VAL, cfg(checkpoint_dir=str(tmp_path), max_steps=6, eval_every=2)
+    )
+    assert len(resumed) == 6

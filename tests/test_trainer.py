@@ -100,7 +100,12 @@ def test_checkpoint_rebuilds_model_and_is_atomic(tmp_path):
     rows = synthetic_rows(40, True)
     model = make(ReferenceTransformer)
     train(model, rows[:30], rows[30:], cfg(max_steps=4, checkpoint_dir=str(tmp_path), tokenizer={"vocab": V}))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt",
+        "best.safetensors",
+        "last.pt",
+        "last.safetensors",
+    ]
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert {"optimizer", "scheduler", "rng", "train_config", "history", "tokenizer"} <= set(ckpt)
     rebuilt = load_model(tmp_path / "last.pt").eval()

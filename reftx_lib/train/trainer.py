@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ..data.batching import pad_batch, token_budget_batches
 from ..model.config import ModelConfig
 from ..model.transformer import BaseLanguageModel
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, restore_weights, save_checkpoint, set_rng_state
 from .device import resolve_device
 from .evaluation import evaluate_loss
 from .memory import peak_memory_mb
@@ -274,7 +274,7 @@ def train(
     history, step, epoch, batch_pos, elapsed = History(), 0, 0, 0, 0.0
     totals = {"tokens": 0, "supervised": 0, "padded": 0}
     if resume is not None:
-        model.load_state_dict(ckpt["model"])
+        restore_weights(model, ckpt)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, epoch, batch_pos, elapsed = ckpt["step"], ckpt["epoch"], ckpt["batch_pos"], ckpt["elapsed"]
@@ -444,7 +444,7 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
             "train into another folder (checkpoint_dir, command line: --out).",
         )
         if ckpt["step"] >= min(config.max_steps, config.stop_after or config.max_steps):
-            model.load_state_dict(ckpt["model"])
+            restore_weights(model, ckpt)
             model.to(resolve_device(config.device)).eval()
             return History(ckpt["history"])
         return train(model, train_data, val_data, config, resume=last)
