@@ -374,3 +374,13 @@ def test_packed_input_without_sep_raises():
     m = make(ReferenceTransformer)
     with pytest.raises(ValueError, match="no SEP"):
         m(torch.tensor([[5, 6, 7, 8], [5, 3, 7, 0]]))
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_save_pretrained_and_from_pretrained_round_trip(cls, tmp_path):
+    model = make(cls, positions="learned")
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = cls.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())

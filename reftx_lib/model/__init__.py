@@ -2,7 +2,7 @@
 ``layers`` (positions, masks, attention, the encoder and decoder layers), ``transformer``
 (``ReferenceTransformer`` and ``ReferenceDecoderOnly`` on one ``BaseLanguageModel``), ``packing``
 (the ``source [SEP] target`` row, known nowhere else), ``loss`` (the cross-entropy and its fused CPU
-form) and ``generation`` (greedy, sampling and beam search). It imports only torch and
-``reftx_lib.constants``: a model can be read, built and tested without the data, the trainer or
-the course.
+form) and ``generation`` (greedy, sampling and beam search). It imports only torch, the save/load
+mixin of ``huggingface_hub`` and ``reftx_lib.constants``: a model can be read, built and tested
+without the data, the trainer or the course.
 """

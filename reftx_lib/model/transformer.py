@@ -13,6 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..constants import IGNORE_INDEX
@@ -31,12 +32,14 @@ from .layers import (
 from .loss import cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
 
-class BaseLanguageModel(nn.Module):
+class BaseLanguageModel(nn.Module, PyTorchModelHubMixin, library_name="reftx"):
     """What both architectures share: embeddings, output head, accounting, generation.
 
     Subclasses implement ``forward`` and the incremental-decoding hooks
     ``_init_state`` / ``_next_logits`` used by ``generate``; ``_reorder_state``
-    (beam search) is shared.
+    (beam search) is shared. ``save_pretrained(folder)`` / ``from_pretrained(folder or Hub
+    id)`` come from ``huggingface_hub``'s ``PyTorchModelHubMixin``: ``config.json`` plus
+    ``model.safetensors``, the layout users of the Hub expect for a trained model.
     """
 
     is_encoder_decoder = False  # True for models that read a packed ``source [SEP] target`` row in two parts
