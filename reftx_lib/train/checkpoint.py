@@ -78,21 +78,18 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _replace_atomically(data: bytes | None, path: Path, write=None) -> None:
-    """Write to a temporary name in ``path``'s folder, then rename over ``path``: never a half file."""
+def _temporary(path: Path, write) -> Path:
+    """``write(tmp)`` to a temporary name in ``path``'s folder, flushed to disk; the name is returned."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if data is not None:
-                f.write(data)
-        if write is not None:
-            write(tmp)
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path:
@@ -125,10 +122,13 @@ def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path
         "state_sha256": hashlib.sha256(state_bytes).hexdigest(),
         "weights_sha256": _weights_digest(model),
     }
-    # The state first: the weights' header vouches for it, so a crash between the two renames is
-    # caught when the pair is read, not trusted.
-    _replace_atomically(state_bytes, path)
-    _replace_atomically(None, weights_path(path), lambda tmp: save_weights(model, tmp, metadata=metadata))
+    # Both files are written in full before either is renamed into place, so a kill can only fall
+    # between the two renames (microseconds); the weights' header vouches for the state, so even
+    # that torn pair is caught when it is read, never trusted.
+    state_tmp = _temporary(path, lambda tmp: Path(tmp).write_bytes(state_bytes))
+    weights_tmp = _temporary(weights_path(path), lambda tmp: save_weights(model, tmp, metadata=metadata))
+    os.replace(state_tmp, path)
+    os.replace(weights_tmp, weights_path(path))
     return path
 
 
