@@ -5,7 +5,8 @@ renders them and sends a changed control back to the kernel. The test starts
 JupyterLab on 127.0.0.1 with a token in a temporary root, writes a small demo
 notebook (a tiny random model; the course notebook comes later), runs it through
 the Lab menu, changes the head dropdown and checks that the heat map image changed.
-A screenshot goes to ``figures/exp3_explorer_browser.png``.
+A screenshot goes to the test's temporary folder; with ``REFTX_UPDATE_SCREENSHOT=1`` it replaces
+``figures/exp3_explorer_browser.png``, so running the tests never changes a committed file.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``): ``playwright install``
 cannot download a browser here, so Playwright drives ``/usr/bin/chromium``.
@@ -274,8 +275,8 @@ def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
 
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
             page.locator(".widget-output img").first.scroll_into_view_if_needed()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            keep = os.environ.get("REFTX_UPDATE_SCREENSHOT") == "1"
+            page.screenshot(path=str(SCREENSHOT if keep else tmp_path / SCREENSHOT.name))
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"failure screenshot: {tmp_path / 'failure.png'}; server log: {jupyterlab['log']}")
