@@ -283,17 +283,9 @@ def train_side(
     from tqdm.auto import tqdm
 
     from ..train.step import training_step
-    from ..train.trainer import TrainConfig, lr_lambda, make_optimizer
+    from ..train.trainer import OPTIMIZER_FIELDS, TrainConfig, lr_lambda, make_optimizer
 
-    shared = (
-        "lr",
-        "min_lr_ratio",
-        "warmup_steps",
-        "weight_decay",
-        "betas",
-        "grad_clip",
-    )  # same names in both
-    config = TrainConfig(max_steps=setup.steps, **{name: getattr(setup, name) for name in shared})
+    config = TrainConfig(max_steps=setup.steps, **{name: getattr(setup, name) for name in OPTIMIZER_FIELDS})
     optimizer = make_optimizer(side.model, config, torch.device("cpu"))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, setup.warmup_steps, setup.steps, setup.min_lr_ratio)

@@ -87,19 +87,15 @@ class TrainConfig:
 
 # The TrainConfig fields that decide the weights a run produces. Paths, stopping rules (stop_after,
 # max_time_s), evaluation and logging settings do not: a run may move, or continue past where it stopped.
-RUN_FIELDS = (
-    "max_steps",
+OPTIMIZER_FIELDS = (
     "lr",
     "min_lr_ratio",
     "warmup_steps",
     "weight_decay",
     "betas",
     "grad_clip",
-    "batch_tokens",
-    "seed",
-    "data",
-    "tokenizer",
-)
+)  # AdamW + schedule
+RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "seed", "data", "tokenizer")
 
 
 def run_identity(model_class: str, model_config: dict, train_config: dict) -> dict:
