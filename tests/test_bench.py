@@ -184,31 +184,10 @@ def test_median_ci_covers_the_median_at_least_95_percent_of_the_time():
 def test_real_data_rows_compare_the_trainer_with_fixed_shapes(capsys):
     """The trainer on SAMSum vs on fixed-shape rows vs the bare step; ratios are consistent with the
     speeds."""
-    code, rows = run(
-        capsys,
-        "--modes",
-        "eager",
-        "--archs",
-        "encoder-decoder",
-        "--real-data",
-        "--steps",
-        "2",
-        "--seq-len",
-        "16",
-    )
+    real_data = ("--modes", "eager", "--archs", "encoder-decoder", "--real-data", "--steps", "2")
+    code, rows = run(capsys, *real_data, "--seq-len", "16")
     assert code == 1 and "raise either" in rows[1]["error"]  # one step holds 32 tokens, dialogues are longer
-    code, rows = run(
-        capsys,
-        "--modes",
-        "eager",
-        "--archs",
-        "encoder-decoder",
-        "--real-data",
-        "--steps",
-        "2",
-        "--seq-len",
-        "256",
-    )
+    code, rows = run(capsys, *real_data, "--seq-len", "256")
     assert code == 0
     fixed, real = rows
     assert real["kind"] == "real-data" and real["data"] == "samsum" and real["error"] is None

@@ -28,6 +28,14 @@ def test_saved_results_carry_provenance(registry):
     assert not list(registry.glob("exp9/*.tmp"))
 
 
+def test_saved_results_hold_no_machine_path(registry):
+    inside = str(results.repo_root() / "checkpoints" / "cpu" / "run")
+    prov = provenance("cpu", torch.device("cpu"), {"checkpoint_dir": inside, "other": "/elsewhere"}, 1.0)
+    stored = json.loads(save_results("exp9", "cpu", {"paths": [inside]}, prov).read_text())
+    assert stored["provenance"]["config"] == {"checkpoint_dir": "checkpoints/cpu/run", "other": "/elsewhere"}
+    assert stored["metrics"]["paths"] == ["checkpoints/cpu/run"]
+
+
 def test_stored_table_reads_nested_keys_with_dots_and_marks_missing_runs(registry):
     save_results(
         "exp9", "cpu", {"rouge1": {"scratch": {"1.0": 31.5}}}, provenance("cpu", torch.device("cpu"), {}, 1.0)

@@ -72,9 +72,22 @@ def _plain(value):
         return str(value)
 
 
+def _repo_relative(value, root: str):
+    """``value`` with every string path inside the repository written relative to it (a committed
+    result must not hold one machine's folders)."""
+    if isinstance(value, dict):
+        return {k: _repo_relative(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repo_relative(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(root + os.sep):
+        return value[len(root) + 1 :]
+    return value
+
+
 def save_results(experiment: str, preset: str, metrics: dict, prov: dict) -> Path:
-    """Write ``results/<experiment>/<preset>.json`` atomically and return its path."""
+    """Write ``results/<experiment>/<preset>.json`` atomically, repo paths made relative; return its path."""
     path = results_dir() / experiment / f"{preset}.json"
+    metrics, prov = (_repo_relative(part, str(repo_root())) for part in (metrics, prov))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
