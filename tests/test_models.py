@@ -61,6 +61,16 @@ def test_packed_equals_explicit():
     torch.testing.assert_close(a["loss"], b["loss"])
 
 
+def test_packed_row_longer_than_max_len_is_held_per_part():
+    """max_len bounds the source and the target, each; a packed row holds both, so it may be longer."""
+    m = make(ReferenceTransformer)  # max_len 64
+    ids = packed([[5] * 40], [[6] * 39 + [2]])  # 81 tokens: source 40, target 40
+    src, tgt, _ = m.split_packed(ids)
+    torch.testing.assert_close(m(ids, labels=ids)["loss"], m(src_ids=src, tgt_ids=tgt, labels=tgt)["loss"])
+    with pytest.raises(ValueError, match="source.*length 65 > max_len=64"):
+        m(packed([[5] * 65], [[6, 2]]))
+
+
 def test_loss_only_on_target_tokens():
     """Changing the source changes the loss; the loss counts exactly the target tokens."""
     m = make(ReferenceTransformer)

@@ -123,8 +123,11 @@ class BaseLanguageModel(nn.Module, PyTorchModelHubMixin, library_name="reftx"):
                 nn.init.normal_(linear.weight, mean=0.0, std=INIT_STD / math.sqrt(len(writers)))
 
     # ----------------------------------------------------------------- inputs
-    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
-        """Bad ids give a message naming the field and the fix, not an index error deep in torch."""
+    def _check_ids(self, ids: torch.Tensor, name: str, check_length: bool = True) -> None:
+        """Bad ids give a message naming the field and the fix, not an index error deep in torch.
+
+        ``check_length=False`` is for a packed encoder-decoder row, whose source and target are each
+        held to ``max_len`` after the split, not their sum."""
         if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
             raise ValueError(
                 f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}; "
@@ -138,7 +141,7 @@ class BaseLanguageModel(nn.Module, PyTorchModelHubMixin, library_name="reftx"):
             raise ValueError(
                 f"{name} is empty, shape {tuple(ids.shape)}: pass at least one row of at least one token"
             )
-        if ids.size(1) > self.config.max_len:
+        if check_length and ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"{name} has length {ids.size(1)} > max_len={self.config.max_len}; "
                 "truncate or chunk the input, or build the model with a larger max_len"
@@ -529,7 +532,7 @@ class ReferenceTransformer(BaseLanguageModel):
             if src_ids is not None or tgt_ids is not None:
                 raise ValueError("pass either packed input_ids or src_ids/tgt_ids, not both")
             if check_ids:
-                self._check_ids(input_ids, "input_ids")
+                self._check_ids(input_ids, "input_ids", check_length=False)
             src_ids, tgt_ids, labels = self.split_packed(input_ids, labels)
         elif src_ids is None or tgt_ids is None:
             raise ValueError("ReferenceTransformer needs packed input_ids, or both src_ids= and tgt_ids=")
