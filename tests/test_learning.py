@@ -222,6 +222,50 @@ def test_from_gpt2s_initial_weights_ours_trains_exactly_like_gpt2():
     assert curves[0][-1][1] < curves[0][0][1]  # and it trained
 
 
+def test_peer_init_gives_ours_every_gpt2_weight_but_the_position_table(tmp_path, monkeypatch):
+    """``--peer-init``: ours with sinusoids starts from GPT-2's draw in every weight it has, so only the
+    positions differ; a learned-positions variant then has nothing left to differ and trains like GPT-2."""
+    from reftx_lib.bench.peers import gpt2_pairs, peer_gpt2
+
+    gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
+    ours = ReferenceDecoderOnly.from_preset("smoke", vocab_size=97, max_len=24)
+    paired = {id(mine) for mine, _, _ in gpt2_pairs(gpt2, ours)}
+    theirs = {id(t) for _, t, _ in gpt2_pairs(gpt2, ours)}
+    assert all(id(p) in paired for p in ours.parameters())
+    left_out = [n for n, p in gpt2.named_parameters() if id(p) not in theirs and n != "lm_head.weight"]
+    assert left_out == ["transformer.wpe.weight"]  # lm_head is tied to wte
+
+    monkeypatch.setenv("REFTX_RESULTS_DIR", str(tmp_path))
+    args = "--size smoke --steps 6 --warmup-steps 2 --eval-every 3 --n-val 16 --corpora tinystories"
+    learned = 'learned:positions="learned"'
+    learning.main(
+        [
+            *args.split(),
+            "--archs",
+            "decoder-only",
+            "--peer-init",
+            "--ours-variant",
+            learned,
+            "--no-progress",
+            "--save",
+            "t",
+        ]
+    )
+    learning.main([*args.split(), "--archs", "decoder-only", "--no-progress", "--save", "u"])
+    paired_run, independent = (
+        json.loads((tmp_path / "bench" / f"learning-{n}.json").read_text())["metrics"]["rows"][0]
+        for n in "tu"
+    )
+    assert paired_run["peer"] == independent["peer"]  # the peer's own draw is unchanged
+    assert paired_run["ours"][0] == pytest.approx(
+        paired_run["peer"][0], abs=0.02
+    )  # same draw, other positions
+    assert paired_run["ours"] != independent["ours"]
+    assert paired_run["variants"]["learned"] == pytest.approx(paired_run["peer"], abs=1e-4)
+    with pytest.raises(ValueError, match="no such map for MBartForConditionalGeneration"):
+        learning.compare("tinystories", "encoder-decoder", None, learning.LearningSetup(peer_init=True))
+
+
 def _row(ours_by_seed: list[list[float]], peer_by_seed: list[list[float]]) -> dict:
     steps = [0, 25, 50]
     run = lambda curve: {"curve": [[s, v] for s, v in zip(steps, curve)]}  # noqa: E731

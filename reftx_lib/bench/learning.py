@@ -85,6 +85,9 @@ class LearningSetup:
     tolerance: float = 0.02  # nats our validation loss may lie above the peer's after warm-up
     seeds: list[int] = field(default_factory=lambda: [0])
     variant_seeds: int | None = None  # variants of ours train on the first this-many seeds; None: every seed
+    # Ours (and its variants) start from the peer's initial draw wherever the two share a weight, so
+    # the gap measures the models, not two random draws (decoder-only: every weight but GPT-2's wpe).
+    peer_init: bool = False
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_PRESETS:
@@ -326,6 +329,11 @@ def compare(
     initialization before a fix). The row holds every curve, the unigram control,
     the per-step difference ours - peer (mean over seeds) and the seed spread.
     """
+    if setup.peer_init and arch != "decoder-only":
+        raise ValueError(
+            "peer_init copies GPT-2's initial weights into ours; there is no such map for "
+            f"{PEERS[arch]}: run it with --archs decoder-only"
+        )
     train_rows, val_rows = corpus_rows(corpus, arch, tokenizer, setup)
     max_len = max(len(r) for r in train_rows + val_rows) + 1
     vocab = len(tokenizer)
@@ -350,7 +358,13 @@ def compare(
             if name not in ("ours", "peer") and setup.variant_seeds is not None and k >= setup.variant_seeds:
                 continue  # a variant shows a large effect: fewer seeds suffice
             torch.manual_seed(seed)
-            runs[name][str(seed)] = train_side(build(), train_batches, val_batches, setup, seed, progress)
+            side = build()
+            if setup.peer_init and name != "peer":
+                from .peers import copy_gpt2_into_ours
+
+                torch.manual_seed(seed)  # the very draw the peer of this seed starts from
+                copy_gpt2_into_ours(builders["peer"]().model, side.model)
+            runs[name][str(seed)] = train_side(side, train_batches, val_batches, setup, seed, progress)
     steps = setup.eval_steps()
 
     def mean_curve(name: str) -> list[float]:
@@ -716,6 +730,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also train ours with ModelConfig overrides, NAME:KEY=VALUE[,KEY=VALUE]",
     )
+    p.add_argument(
+        "--peer-init",
+        action="store_true",
+        help="decoder-only: ours starts from GPT-2's initial weights (all but its position table), so "
+        "the gap measures the models, not two random draws",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch in each job (default: torch's choice)")
     p.add_argument(
         "--jobs",
@@ -740,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
             max_source_len=args.max_doc_tokens,
             seeds=args.seeds,
             variant_seeds=args.variant_seeds,
+            peer_init=args.peer_init,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -173,13 +173,18 @@ def random_batch(
 
 
 def gpt2_pairs(gpt2: nn.Module, ours: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter, bool]]:
-    """(our parameter, GPT-2's, transposed?) for every weight of a ``ReferenceDecoderOnly`` with
-    ``positions="learned"`` and the ``GPT2LMHeadModel`` of the same size (GPT-2's Conv1D stores (in, out)).
+    """(our parameter, GPT-2's, transposed?) for every weight of a ``ReferenceDecoderOnly`` and the
+    ``GPT2LMHeadModel`` of the same size (GPT-2's Conv1D stores (in, out)).
 
-    With these pairs a test copies GPT-2's weights into ours and compares what the two compute.
+    With ``positions="learned"`` every weight of either side has its pair, and a test copies GPT-2's
+    weights into ours to compare what the two compute. With sinusoidal positions ours has no position
+    table, so GPT-2's ``wpe`` is the one weight left out: copying the rest gives both sides the same
+    initial draw except for the positions, which the learning benchmark's ``peer_init`` uses.
     """
     g = gpt2.transformer
-    modules = {"embed": g.wte, "pos": g.wpe, "norm": g.ln_f}
+    modules = {"embed": g.wte, "norm": g.ln_f}
+    if ours.config.positions == "learned":
+        modules["pos"] = g.wpe
     for i, block in enumerate(g.h):
         modules |= {
             f"layers.{i}.self_attn.in_proj": block.attn.c_attn,
@@ -200,6 +205,7 @@ def gpt2_pairs(gpt2: nn.Module, ours: nn.Module) -> list[tuple[nn.Parameter, nn.
 
 @torch.no_grad()
 def copy_gpt2_into_ours(gpt2: nn.Module, ours: nn.Module) -> None:
-    """Give ours GPT-2's weights (see ``gpt2_pairs``): the same initial draw for both sides."""
+    """Give ours GPT-2's weights (see ``gpt2_pairs``): the same initial draw for both sides, positions aside
+    when ours uses sinusoids."""
     for mine, theirs, transposed in gpt2_pairs(gpt2, ours):
         mine.copy_(theirs.t() if transposed else theirs)
