@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,35 @@ def run_course(
             flush=True,
         )
         if update_notebooks and error is None:
-            path.write_text(_without_machine_paths(output.read_text()))
+            path.write_text(for_commit(output.read_text()))
     return results
 
 
-def _without_machine_paths(text: str) -> str:
-    """The executed notebook without papermill's input/output paths, which name this machine's folders."""
+# A tqdm bar's text fallback, e.g. "ReferenceTransformer:   0%|          | 0/500 [00:00<?, ?it/s]".
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+
+
+def for_commit(text: str) -> str:
+    """The executed notebook as it is committed: without papermill's input/output paths, which name
+    this machine's folders, and without progress-bar widgets.
+
+    A widget's state is not saved by a headless run, so a committed progress bar shows only its
+    text fallback, frozen at 0% ("0%| 0/500"): it says nothing the cell's printed results do not.
+    """
     nb = json.loads(text)
     for key in ("input_path", "output_path"):
         nb.get("metadata", {}).get("papermill", {}).pop(key, None)
+    for cell in nb.get("cells", []):
+        if "outputs" in cell:
+            cell["outputs"] = [
+                out
+                for out in cell["outputs"]
+                if not (
+                    out.get("output_type") == "display_data"
+                    and "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+                    and _PROGRESS_BAR.search("".join(out["data"].get("text/plain", "")))
+                )
+            ]
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
