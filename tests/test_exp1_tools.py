@@ -6,6 +6,7 @@ Models here are tiny (d_model 32, 1 layer, vocab 64) so the subprocess starts an
 import math
 
 import pytest
+import torch
 
 from reftx_lib import ModelConfig
 from reftx_lib.train.evaluation import distinct_n, repetition_rate
@@ -63,3 +64,31 @@ def test_distinct_n():
     assert math.isnan(distinct_n(["a"], n=2))
     with pytest.raises(ValueError):
         distinct_n("a b", n=0)
+
+
+@pytest.mark.parametrize("size", ["smoke", "tiny", "small"])
+def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_parameters(size):
+    """Exp 1's parameter-matched arm: within half a d_ff unit's parameters of the encoder-decoder."""
+    from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+    from reftx_lib.course.experiments import matched_d_ff
+
+    def total(cls, **overrides):
+        with torch.device("meta"):
+            return cls.from_preset(size, vocab_size=512, **overrides).num_parameters()["total"]
+
+    d_ff = matched_d_ff(size, 512)
+    per_unit = total(ReferenceDecoderOnly, d_ff=d_ff + 1) - total(ReferenceDecoderOnly, d_ff=d_ff)
+    assert abs(total(ReferenceDecoderOnly, d_ff=d_ff) - total(ReferenceTransformer)) <= per_unit / 2
+
+
+def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_budget():
+    from reftx_lib.course.experiments import exp1_settings
+    from reftx_lib.course.presets import get_preset
+
+    for name in ("smoke", "cpu", "gpu"):
+        preset = get_preset(name)
+        hp = exp1_settings(preset)
+        for key in ("model", "dropout", "lr", "warmup_steps", "batch_tokens"):
+            assert hp[key] == preset["samsum"][key], (name, key)
+        for key in ("max_steps", "max_doc_tokens", "n_train_docs"):
+            assert hp[key] == preset["rawtext"][key], (name, key)

@@ -1,19 +1,26 @@
-"""The few setup steps every experiment shares: data at a preset's size, a model by name, a train config.
+"""The few setup steps every experiment shares: data at a preset's size, a model by name, a train config,
+and the course's named models (``CourseModel``): the SAMSum baseline, Exp 1's three raw-text models and
+Exp 2's pretrained decoder-only model.
 
 Notebooks and the command line call these so that "the SAMSum baseline" or
-"the raw-text midpoint split" means the same thing everywhere.
+"the raw-text midpoint split" means the same thing everywhere: a notebook that needs a
+model another notebook trains calls the same function, and ``fit`` then reuses that checkpoint.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from datasets import DatasetDict
 
 from ..data.corpora import load_corpus
 from ..data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
 from ..data.tokenizer import tokenizer_info
+from ..model.config import ModelConfig
 from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 from ..paths import checkpoint_dir
-from ..train.trainer import TrainConfig
+from ..train.trainer import History, TrainConfig, fit
 
 MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly}
 RAWTEXT_MODES = ("midpoint", "documents", "blocks")
@@ -58,8 +65,6 @@ def build_model(kind: str, size: str, vocab_size: int, seed: int = 0, **override
     """A freshly initialised model: ``kind`` is ``encdec`` or ``deconly``, ``size`` a MODEL_PRESETS name."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; allowed values: {list(MODEL_KINDS)}")
-    import torch
-
     torch.manual_seed(seed)
     return MODEL_KINDS[kind].from_preset(size, vocab_size=vocab_size, **overrides)
 
@@ -94,14 +99,112 @@ def train_config(
     return TrainConfig(**{**values, **overrides})
 
 
-def pretrain_decoder_only(preset_name: str, preset: dict, tokenizer, device: str = "auto"):
-    """Exp 2's decoder-only language model on textbook blocks; Exp 5 starts from the very same run.
+@dataclass
+class CourseModel:
+    """One named model of the course before training: the model, the data it trains on, and its run.
 
-    Both notebooks call this, so Exp 5 reuses Exp 2's checkpoint instead of training
-    a second copy. Returns (model, history, data, stats).
+    ``fit()`` trains it, or reuses (resumes) the checkpoint this very run wrote, so every
+    notebook that asks for the same course model gets the same weights.
     """
-    from ..train.trainer import fit
 
+    model: BaseLanguageModel
+    data: DatasetDict  # train / validation / test
+    stats: dict  # the encoding's per-split counts (truncation, supervised tokens, ...)
+    config: TrainConfig
+
+    def fit(self) -> History:
+        """Train on the train split, evaluating on validation (``reftx_lib.train.trainer.fit``)."""
+        return fit(self.model, self.data["train"], self.data["validation"], self.config)
+
+
+def samsum_baseline(
+    preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"
+) -> CourseModel:
+    """Notebook 01's SAMSum baseline encoder-decoder (checkpoint ``samsum-baseline``).
+
+    Exp 3's attention study and Exp 5's comparison point back to this very run.
+    """
+    cfg = preset["samsum"]
+    data, stats = samsum_data(cfg, tokenizer)
+    model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
+    config = train_config(
+        cfg,
+        name="samsum-baseline",
+        preset=preset_name,
+        data="samsum",
+        tokenizer=tokenizer,
+        seed=seed,
+        device=device,
+    )
+    return CourseModel(model, data, stats, config)
+
+
+# Exp 1's models: name -> (model kind, raw-text layout, checkpoint name). The encoder-decoder reads
+# midpoint rows; both decoder-only models read the same chunks whole. Exp 3 analyses the first.
+EXP1_RUNS = {
+    "encdec": ("encdec", "midpoint", "exp1-encdec-midpoint"),
+    "deconly": ("deconly", "documents", "exp1-deconly-documents"),
+    "deconly_matched": ("deconly", "documents", "exp1-deconly-documents-matched"),
+}
+
+
+def exp1_settings(preset: dict) -> dict:
+    """Exp 1's training settings: the SAMSum baseline's model size, dropout, lr, warm-up and batch size
+    (the architecture is used unchanged), with the raw-text section's steps, evaluation and data."""
+    samsum = preset["samsum"]
+    keep = ("model", "dropout", "lr", "warmup_steps", "batch_tokens")
+    return {**preset["rawtext"], **{k: samsum[k] for k in keep}}
+
+
+def matched_d_ff(size: str, vocab_size: int) -> int:
+    """The decoder-only ``d_ff`` that gives it the encoder-decoder's parameter count at ``size``.
+
+    Depth and width stay; only the feed-forward layer widens (parameters grow linearly in d_ff).
+    """
+
+    def total(kind: str, **overrides) -> int:
+        with torch.device("meta"):  # count only: no memory, no initialization
+            return build_model(kind, size, vocab_size, **overrides).num_parameters()["total"]
+
+    d_ff = ModelConfig.from_preset(size, vocab_size).d_ff
+    per_unit = total("deconly", d_ff=d_ff + 1) - total("deconly", d_ff=d_ff)
+    return d_ff + round((total("encdec") - total("deconly", d_ff=d_ff)) / per_unit)
+
+
+def exp1_model(
+    name: str,
+    preset_name: str,
+    preset: dict,
+    tokenizer,
+    seed: int = 0,
+    device: str = "auto",
+    encoded: tuple[DatasetDict, dict] | None = None,
+) -> CourseModel:
+    """One of Exp 1's models (``EXP1_RUNS``), trained with ``exp1_settings``.
+
+    ``encoded``: the layout's (data, stats) from ``rawtext_data``, when the caller has them already.
+    """
+    if name not in EXP1_RUNS:
+        raise ValueError(f"unknown Exp 1 model {name!r}; allowed values: {list(EXP1_RUNS)}")
+    kind, layout, checkpoint = EXP1_RUNS[name]
+    cfg = exp1_settings(preset)
+    data, stats = encoded or rawtext_data(cfg, tokenizer, layout)
+    overrides = {"d_ff": matched_d_ff(cfg["model"], len(tokenizer))} if name == "deconly_matched" else {}
+    model = build_model(kind, cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"], **overrides)
+    config = train_config(
+        cfg,
+        name=checkpoint,
+        preset=preset_name,
+        data=f"textbooks-{layout}-{cfg['max_doc_tokens']}",
+        tokenizer=tokenizer,
+        seed=seed,
+        device=device,
+    )
+    return CourseModel(model, data, stats, config)
+
+
+def exp2_pretraining(preset_name: str, preset: dict, tokenizer, device: str = "auto") -> CourseModel:
+    """Exp 2's decoder-only language model on textbook blocks; Exp 5 fine-tunes this very run."""
     cfg = preset["rawtext"]
     data, stats = rawtext_data(cfg, tokenizer, "blocks")
     model = build_model(
@@ -119,63 +222,4 @@ def pretrain_decoder_only(preset_name: str, preset: dict, tokenizer, device: str
         tokenizer=tokenizer,
         device=device,
     )
-    history = fit(model, data["train"], data["validation"], config)
-    return model, history, data, stats
-
-
-def samsum_baseline_model(preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"):
-    """Notebook 01's SAMSum baseline encoder-decoder, trained once and reused (checkpoint
-    ``samsum-baseline``).
-
-    Later notebooks (Exp 3's attention study, ...) call this instead of repeating
-    notebook 01's setup, so they load its checkpoint when it exists and otherwise
-    train the very same run. Returns (model, history, data, stats).
-    """
-    from ..train.trainer import fit
-
-    cfg = preset["samsum"]
-    data, stats = samsum_data(cfg, tokenizer)
-    model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
-    config = train_config(
-        cfg,
-        name="samsum-baseline",
-        preset=preset_name,
-        data="samsum",
-        tokenizer=tokenizer,
-        seed=seed,
-        device=device,
-    )
-    history = fit(model, data["train"], data["validation"], config)
-    return model, history, data, stats
-
-
-def rawtext_encdec_model(preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"):
-    """Exp 1's encoder-decoder on raw text split at the midpoint (checkpoint ``exp1-encdec-midpoint``).
-
-    Notebook 03's recipe: the SAMSum baseline's model size, dropout, lr, warmup and
-    batch size, with the raw-text section's steps, evaluation and data. Exp 3 looks at
-    its attention through this function, so a checkpoint either notebook made is
-    reused by the other (``fit`` compares the configs). Returns (model, history, data, stats).
-    """
-    from ..train.trainer import fit
-
-    samsum, cfg = preset["samsum"], preset["rawtext"]
-    hp = {
-        **cfg,
-        "lr": samsum["lr"],
-        "warmup_steps": samsum["warmup_steps"],
-        "batch_tokens": samsum["batch_tokens"],
-    }
-    data, stats = rawtext_data(cfg, tokenizer, "midpoint")
-    model = build_model("encdec", samsum["model"], len(tokenizer), seed=seed, dropout=samsum["dropout"])
-    config = train_config(
-        hp,
-        name="exp1-encdec-midpoint",
-        preset=preset_name,
-        data=f"textbooks-midpoint-{cfg['max_doc_tokens']}",
-        tokenizer=tokenizer,
-        seed=seed,
-        device=device,
-    )
-    history = fit(model, data["train"], data["validation"], config)
-    return model, history, data, stats
+    return CourseModel(model, data, stats, config)
