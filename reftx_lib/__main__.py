@@ -49,7 +49,7 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _setup(args, tok=None):
     """Tokenizer (unless given), preset section and encoded data for ``--data`` at ``--preset``."""
-    from .course.experiments import rawtext_data, samsum_data
+    from .course.experiments import exp1_settings, rawtext_data, samsum_data
     from .course.presets import get_preset
     from .data.tokenizer import load_tokenizer
 
@@ -59,7 +59,7 @@ def _setup(args, tok=None):
         cfg = preset["samsum"]
         data, stats = samsum_data(cfg, tok)
     else:
-        cfg = preset["rawtext"]
+        cfg = exp1_settings(preset)  # raw text as the course trains it (Exp 1)
         data, stats = rawtext_data(cfg, tok, "midpoint" if args.model == "encdec" else "documents")
     return tok, cfg, data, stats
 

@@ -92,3 +92,13 @@ def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_b
             assert hp[key] == preset["samsum"][key], (name, key)
         for key in ("max_steps", "max_doc_tokens", "n_train_docs"):
             assert hp[key] == preset["rawtext"][key], (name, key)
+
+
+def test_train_config_has_no_hidden_defaults():
+    """A section without its optimisation settings is an error naming them, not a run on fallback values."""
+    from reftx_lib.course.experiments import train_config
+
+    with pytest.raises(ValueError, match=r"lacks \['lr', 'warmup_steps', 'eval_every'\].*presets.py"):
+        train_config(
+            {"max_steps": 10, "batch_tokens": 64}, name="x", preset="smoke", data="d", tokenizer=None
+        )

@@ -80,15 +80,25 @@ def train_config(
     device: str = "auto",
     **overrides,
 ) -> TrainConfig:
-    """A TrainConfig from a preset section, checkpointed under ``checkpoints/<preset>/<name>``."""
-    steps = overrides.pop("max_steps", cfg.get("max_steps"))
+    """A TrainConfig from a preset section, checkpointed under ``checkpoints/<preset>/<name>``.
+
+    The section names every setting that shapes the run; none has a default here, so a run's
+    settings are read in one place (``reftx_lib.course.presets``), never half there and half here.
+    """
+    cfg = {**cfg, **overrides}
+    missing = [k for k in ("max_steps", "lr", "warmup_steps", "batch_tokens", "eval_every") if k not in cfg]
+    if missing:
+        raise ValueError(
+            f"the preset section for {name!r} lacks {missing}: add them to its table in "
+            "reftx_lib/course/presets.py, or merge in the section it borrows them from (e.g. exp1_settings)"
+        )
     info = tokenizer_info(tokenizer)
     values = dict(
-        max_steps=steps,
-        lr=cfg.get("lr", 1e-3),
-        warmup_steps=cfg.get("warmup_steps", max(1, steps // 10)),
+        max_steps=cfg["max_steps"],
+        lr=cfg["lr"],
+        warmup_steps=cfg["warmup_steps"],
         batch_tokens=cfg["batch_tokens"],
-        eval_every=cfg.get("eval_every", max(1, steps // 5)),
+        eval_every=cfg["eval_every"],
         eval_batches=cfg.get("eval_batches"),
         seed=seed,
         device=device,
