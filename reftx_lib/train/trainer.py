@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -213,24 +214,29 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def train(
-    model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
-) -> History:
-    """Train ``model`` in place and return its per-step history.
+@dataclass
+class Position:
+    """Where a run stands. A checkpoint stores it, so a resumed run continues exactly here."""
 
-    ``train_data`` / ``val_data``: datasets with an ``input_ids`` column (or lists
-    of token lists); every row is trained with ``labels = input_ids``.
-    ``resume``: a checkpoint path; training continues from its step with its
-    optimizer, scheduler, RNG and data position, so the result equals an
-    uninterrupted run, and only the run that wrote it may resume it. A ``last.pt`` of another
-    run in ``config.checkpoint_dir`` is never overwritten unless ``config.overwrite``.
+    step: int = 0
+    epoch: int = 0
+    batch_pos: int = 0  # index of the next batch in this epoch's order
+    elapsed: float = 0.0  # training seconds so far (evaluation and saving are not counted)
+    totals: dict = field(default_factory=lambda: {"tokens": 0, "supervised": 0, "padded": 0})
+
+
+def _refuse_other_runs(
+    model: BaseLanguageModel, config: TrainConfig, resume: str | Path | None, rank: int
+) -> dict | None:
+    """Check before the first step that nothing of another run is lost; returns the loaded ``resume``.
+
+    Only the run that wrote a checkpoint may resume it, and a ``last.pt`` of another run in
+    ``config.checkpoint_dir`` is never overwritten unless ``config.overwrite``.
     """
-    device = resolve_device(config.device)
-    rank, world = _world()
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     wanted = identity_of(model, config)
+    ckpt = None
     if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
+        ckpt = load_checkpoint(resume, map_location=resolve_device(config.device))
         check_same_run(
             Path(resume),
             stored_identity(ckpt),
@@ -238,9 +244,10 @@ def train(
             "resumed by this run",
             "Resume with the model, data and settings it was trained with, or start without --resume.",
         )
-    if ckpt_dir is not None and rank == 0:
-        check_writable(ckpt_dir)
-        last = ckpt_dir / "last.pt"
+    if config.checkpoint_dir and rank == 0:
+        folder = Path(config.checkpoint_dir)
+        check_writable(folder)
+        last = folder / "last.pt"
         if (
             last.is_file()
             and not config.overwrite
@@ -254,168 +261,238 @@ def train(
                 "Pass overwrite=True (command line: --overwrite) to replace it, or train into "
                 "another folder (checkpoint_dir, command line: --out).",
             )
-    seed_everything(config.seed)
-    train_rows, val_rows = _rows(train_data), _rows(val_data)
-    lengths = [len(r) for r in train_rows]
-    model.to(device)
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = make_optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
-    )
-    history, step, epoch, batch_pos, elapsed = History(), 0, 0, 0, 0.0
-    totals = {"tokens": 0, "supervised": 0, "padded": 0}
-    if resume is not None:
-        restore_weights(model, ckpt)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, epoch, batch_pos, elapsed = ckpt["step"], ckpt["epoch"], ckpt["batch_pos"], ckpt["elapsed"]
-        totals = ckpt["totals"]
-        history = History(ckpt["history"])
-        set_rng_state(ckpt["rng"])
-    ckpt_every = config.checkpoint_every or config.eval_every
-    end = min(config.max_steps, config.stop_after or config.max_steps)
-    autocast = autocast_for(device)
+    return ckpt
 
-    def save(name: str) -> None:
-        if ckpt_dir is None or rank != 0:
-            return
-        save_checkpoint(
-            ckpt_dir / name,
-            model,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            step=step,
-            epoch=epoch,
-            batch_pos=batch_pos,
-            elapsed=elapsed,
-            totals=totals,
-            history=list(history),
-            train_config=asdict(config),
-            tokenizer=config.tokenizer,
-        )
 
-    batches = token_budget_batches(lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch)
-    bar = tqdm(
-        total=end,
-        initial=step,
-        desc=type(model).__name__,
-        disable=not config.progress or rank != 0,
-        dynamic_ncols=True,
-    )
-    best_val = min((r["val_loss"] for r in history if r["val_loss"] is not None), default=float("inf"))
-    log_every = config.log_every or (50 if device.type == "cuda" else 1)
-    forward_loss = _forward_loss(ddp_model, config.compile)
-    window: list[
-        tuple[dict, torch.Tensor, float]
-    ] = []  # (record, loss on device, host seconds) since last sync
-    window_start = 0.0  # when the window's first step began
+class _Run:
+    """One call of ``train``: the state its steps share, and the steps themselves.
 
-    def flush() -> None:
-        """Bring the window's losses to the host in one copy; fail on the first non-finite one."""
-        nonlocal elapsed
-        if not window:
-            return
-        losses = torch.stack([loss for _, loss, _ in window])  # (n,) on the device
-        if world > 1:
-            dist.all_reduce(losses)
-        values = losses.tolist()  # the one host sync per window
-        now = time.perf_counter()
-        host = sum(dt for _, _, dt in window)
-        scale = (now - window_start) / host if host > 0 else 1.0  # queued work finishes during the sync
-        for (record, _, dt), value in zip(window, values):
-            if not math.isfinite(value):
-                bar.close()
-                where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
-                raise FloatingPointError(
-                    f"non-finite training loss ({value}) at step {record['step']}{where}. "
-                    "Lower the learning rate or check the data of this batch."
-                )
-            elapsed += dt * scale
-            record.update(train_loss=value, wall_time=elapsed, tokens_per_s=record["tokens_per_s"] / scale)
-            history.append(record)
-        bar.update(len(window))
-        bar.set_postfix(loss=f"{values[-1]:.3f}", val=f"{best_val:.3f}" if best_val < float("inf") else "-")
-        window.clear()
+    ``run()`` repeats: take the next batch (``_batch``), one optimizer step (``_step``), and at
+    log, evaluation and checkpoint points bring the losses to the host (``_flush``), evaluate
+    (``_evaluate``) and save (``_save``).
+    """
 
-    model.train()
-    while step < end and (config.max_time_s is None or elapsed < config.max_time_s):
-        if batch_pos >= len(batches):
-            epoch, batch_pos = epoch + 1, 0
-            batches = token_budget_batches(
-                lengths, config.batch_tokens, shuffle=True, seed=config.seed + epoch
+    def __init__(
+        self, model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None
+    ) -> None:
+        self.device = resolve_device(config.device)
+        self.rank, self.world = _world()
+        ckpt = _refuse_other_runs(model, config, resume, self.rank)
+        self.model, self.config = model, config
+        self.ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+        seed_everything(config.seed)
+        self.train_rows, self.val_rows = _rows(train_data), _rows(val_data)
+        self.lengths = [len(r) for r in self.train_rows]
+        model.to(self.device)
+        ddp_model = model
+        if self.world > 1:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        index = batches[batch_pos]
+        self.optimizer = make_optimizer(model, config, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        )
+        self.at, self.history = Position(), History()
+        if ckpt is not None:
+            restore_weights(model, ckpt)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.at = Position(
+                ckpt["step"], ckpt["epoch"], ckpt["batch_pos"], ckpt["elapsed"], ckpt["totals"]
+            )
+            self.history = History(ckpt["history"])
+            set_rng_state(ckpt["rng"])
+        self.ckpt_every = config.checkpoint_every or config.eval_every
+        self.end = min(config.max_steps, config.stop_after or config.max_steps)
+        self.autocast = autocast_for(self.device)
+        self.batches = self._epoch_order()
+        self.bar = tqdm(
+            total=self.end,
+            initial=self.at.step,
+            desc=type(model).__name__,
+            disable=not config.progress or self.rank != 0,
+            dynamic_ncols=True,
+        )
+        self.best_val = min(
+            (r["val_loss"] for r in self.history if r["val_loss"] is not None), default=float("inf")
+        )
+        self.log_every = config.log_every or (50 if self.device.type == "cuda" else 1)
+        self.forward_loss = _forward_loss(ddp_model, config.compile)
+        self.window: list[
+            tuple[dict, torch.Tensor, float]
+        ] = []  # (record, loss on device, host s) since a sync
+        self.window_start = 0.0  # when the window's first step began
+
+    def run(self) -> History:
+        """Train until ``max_steps`` (or ``stop_after``, or ``max_time_s``) and return the history."""
+        config, at = self.config, self.at
+        self.model.train()
+        while at.step < self.end and (config.max_time_s is None or at.elapsed < config.max_time_s):
+            record = self._step(self._batch())
+            last = at.step == self.end
+            evaluate = at.step % config.eval_every == 0 or last
+            checkpoint = at.step % self.ckpt_every == 0 or last
+            if len(self.window) >= self.log_every or evaluate or checkpoint:
+                self._flush()
+                last = last or (config.max_time_s is not None and at.elapsed >= config.max_time_s)
+                evaluate, checkpoint = evaluate or last, checkpoint or last
+            if evaluate:
+                self._evaluate(record)
+            if checkpoint:
+                self._save("last.pt")
+        self._flush()
+        self.bar.close()
+        self.model.eval()
+        return self.history
+
+    def _epoch_order(self) -> list[list[int]]:
+        """This epoch's batches (row indices): token-budget batches, shuffled by seed and epoch."""
+        seed = self.config.seed + self.at.epoch
+        return token_budget_batches(self.lengths, self.config.batch_tokens, shuffle=True, seed=seed)
+
+    def _batch(self) -> list[int]:
+        """The next batch's row indices; a new epoch starts with a new order."""
+        if self.at.batch_pos >= len(self.batches):
+            self.at.epoch, self.at.batch_pos = self.at.epoch + 1, 0
+            self.batches = self._epoch_order()
+        return self.batches[self.at.batch_pos]
+
+    def _step(self, index: list[int]) -> dict:
+        """One optimizer step on the rows ``index``; returns its record (the loss stays on the device)."""
+        model, at, rank, world = self.model, self.at, self.rank, self.world
         t0 = time.perf_counter()
-        window_start = window_start if window else t0  # evaluation and saving between windows are not counted
-        full = pad_batch([train_rows[i] for i in index])  # (B, T): the global batch, on the host
+        self.window_start = self.window_start if self.window else t0  # evaluation and saving are not counted
+        full = pad_batch([self.train_rows[i] for i in index])  # (B, T): the global batch, on the host
         share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
         inputs = model.training_inputs(share if len(share) else full[:1])
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             inputs = {k: v.pin_memory() for k, v in inputs.items()}
-        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), model.counted_targets(full)
 
         # DDP averages gradients over ranks; weighting each rank's loss by its tokens gives the global mean.
         weight = (world / n_supervised if len(share) else 0.0) if world > 1 else None
 
-        def loss_fn(inputs: dict[str, torch.Tensor] = inputs, weight: float | None = weight) -> torch.Tensor:
-            loss, n_local = forward_loss(inputs)
+        def loss_fn() -> torch.Tensor:
+            loss, n_local = self.forward_loss(inputs)
             return loss if weight is None else loss * n_local * weight
 
-        lr = scheduler.get_last_lr()[0]
+        lr = self.scheduler.get_last_lr()[0]
         loss = training_step(
-            model, loss_fn, optimizer, scheduler=scheduler, grad_clip=config.grad_clip, autocast=autocast
+            model,
+            loss_fn,
+            self.optimizer,
+            scheduler=self.scheduler,
+            grad_clip=self.config.grad_clip,
+            autocast=self.autocast,
         )
-        step, batch_pos = step + 1, batch_pos + 1
-        totals["tokens"] += n_tokens
-        totals["supervised"] += n_supervised
-        totals["padded"] += full.numel()
+        at.step, at.batch_pos = at.step + 1, at.batch_pos + 1
+        at.totals["tokens"] += n_tokens
+        at.totals["supervised"] += n_supervised
+        at.totals["padded"] += full.numel()
         dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
         record = {
-            "step": step,
-            "epoch": epoch,
+            "step": at.step,
+            "epoch": at.epoch,
             "train_loss": None,
             "val_loss": None,
             "val_ppl": None,
             "lr": lr,
-            "tokens": totals["tokens"],
-            "supervised_tokens": totals["supervised"],
-            "padding_waste": 1 - totals["tokens"] / totals["padded"],
+            "tokens": at.totals["tokens"],
+            "supervised_tokens": at.totals["supervised"],
+            "padding_waste": 1 - at.totals["tokens"] / at.totals["padded"],
             "wall_time": None,
             "tokens_per_s": n_tokens / dt,
-            "peak_mem_mb": peak_memory_mb(device),
+            "peak_mem_mb": peak_memory_mb(self.device),
         }
-        window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
-        last = step == end
-        evaluate, checkpoint = step % config.eval_every == 0 or last, step % ckpt_every == 0 or last
-        if len(window) >= log_every or evaluate or checkpoint:
-            flush()
-            last = last or (config.max_time_s is not None and elapsed >= config.max_time_s)
-            evaluate, checkpoint = evaluate or last, checkpoint or last
-        if evaluate:
-            val = evaluate_loss(model, val_rows, config.batch_tokens, device, max_batches=config.eval_batches)
-            record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
-            if not math.isfinite(val["ppl"]):  # a NaN loss, or one too large for exp(): diverged
-                bar.close()
-                where = f"; the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir else ""
-                raise FloatingPointError(
-                    f"validation loss {val['loss']:.4g} at step {step}: the run has diverged "
-                    f"(perplexity {val['ppl']:.4g}){where}. Lower the learning rate or check the data."
+        self.window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
+        return record
+
+    def _flush(self) -> None:
+        """Bring the window's losses to the host in one copy; fail on the first non-finite one."""
+        if not self.window:
+            return
+        losses = torch.stack([loss for _, loss, _ in self.window])  # (n,) on the device
+        if self.world > 1:
+            dist.all_reduce(losses)
+        values = losses.tolist()  # the one host sync per window
+        now = time.perf_counter()
+        host = sum(dt for _, _, dt in self.window)
+        scale = (now - self.window_start) / host if host > 0 else 1.0  # queued work finishes during the sync
+        for (record, _, dt), value in zip(self.window, values):
+            if not math.isfinite(value):
+                self._fail(
+                    f"non-finite training loss ({value}) at step {record['step']}",
+                    "Lower the learning rate or check the data of this batch.",
                 )
-            if val["loss"] < best_val:
-                best_val = val["loss"]
-                save("best.pt")
-        if checkpoint:
-            save("last.pt")
-    flush()
-    bar.close()
-    model.eval()
-    return history
+            self.at.elapsed += dt * scale
+            record.update(
+                train_loss=value, wall_time=self.at.elapsed, tokens_per_s=record["tokens_per_s"] / scale
+            )
+            self.history.append(record)
+        self.bar.update(len(self.window))
+        best = f"{self.best_val:.3f}" if self.best_val < float("inf") else "-"
+        self.bar.set_postfix(loss=f"{values[-1]:.3f}", val=best)
+        self.window.clear()
+
+    def _evaluate(self, record: dict) -> None:
+        """Validation loss into ``record``; a new best is saved as best.pt, a diverged run stops."""
+        config = self.config
+        val = evaluate_loss(
+            self.model, self.val_rows, config.batch_tokens, self.device, max_batches=config.eval_batches
+        )
+        record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
+        if not math.isfinite(val["ppl"]):  # a NaN loss, or one too large for exp(): diverged
+            self._fail(
+                f"validation loss {val['loss']:.4g} at step {self.at.step}: the run has diverged "
+                f"(perplexity {val['ppl']:.4g})",
+                "Lower the learning rate or check the data.",
+            )
+        if val["loss"] < self.best_val:
+            self.best_val = val["loss"]
+            self._save("best.pt")
+
+    def _save(self, name: str) -> None:
+        """An atomic checkpoint holding everything ``train(resume=...)`` needs to continue exactly."""
+        if self.ckpt_dir is None or self.rank != 0:
+            return
+        at = self.at
+        save_checkpoint(
+            self.ckpt_dir / name,
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            step=at.step,
+            epoch=at.epoch,
+            batch_pos=at.batch_pos,
+            elapsed=at.elapsed,
+            totals=at.totals,
+            history=list(self.history),
+            train_config=asdict(self.config),
+            tokenizer=self.config.tokenizer,
+        )
+
+    def _fail(self, what: str, fix: str) -> NoReturn:
+        """Stop the run, naming the last good checkpoint: the one already on disk is left as it is."""
+        self.bar.close()
+        where = f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}" if self.ckpt_dir else ""
+        raise FloatingPointError(f"{what}{where}. {fix}")
+
+
+def train(
+    model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
+) -> History:
+    """Train ``model`` in place and return its per-step history.
+
+    ``train_data`` / ``val_data``: datasets with an ``input_ids`` column (or lists
+    of token lists); every row is trained with ``labels = input_ids``.
+    ``resume``: a checkpoint path; training continues from its step with its
+    optimizer, scheduler, RNG and data position, so the result equals an
+    uninterrupted run, and only the run that wrote it may resume it. A ``last.pt`` of another
+    run in ``config.checkpoint_dir`` is never overwritten unless ``config.overwrite``.
+    """
+    return _Run(model, train_data, val_data, config, resume).run()
 
 
 def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> History:
