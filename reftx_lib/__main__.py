@@ -1,4 +1,4 @@
-"""Command line: ``python -m reftx_lib prepare|train|evaluate|generate|run|bench|results``.
+"""Command line: ``python -m reftx_lib prepare|train|evaluate|generate|run|bench|sweep|results``.
 
 Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
 ``reftx_lib.course.presets``); bad options, presets or data names exit with a message
@@ -256,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(func=None)
 
+    p = sub.add_parser(
+        "sweep",
+        help="learning per CPU-minute: lr, batch tokens, context and vocabulary at equal time",
+        add_help=False,
+    )
+    p.set_defaults(func=None)
+
     p = sub.add_parser("results", help="print the results table, or regenerate it in README.md")
     p.add_argument("--update-readme", action="store_true")
     p.set_defaults(func=cmd_results)
@@ -265,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.cli import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["sweep"]:  # so does the sweep
+        from .course.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

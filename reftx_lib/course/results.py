@@ -176,6 +176,14 @@ HEADLINES: dict[str, list[tuple]] = {
         ("R-1 scratch (100%)", "rouge1.scratch.1.0"),
         ("R-1 transfer (100%)", "rouge1.transfer.1.0"),
     ],
+    "sweep": [
+        ("base bits/byte", "headline.base_bits_per_byte", "{:.4f}"),
+        ("seed noise", "headline.seed_noise", "{:.4f}"),
+        ("best point", "headline.best", "{}"),
+        ("its bits/byte", "headline.best_bits_per_byte", "{:.4f}"),
+        ("base tokens/s", "headline.base_tokens_per_s", "{:,.0f}"),
+        ("of matmul peak", "headline.base_matmul_peak_fraction", "{:.1%}"),
+    ],
     "bench": [
         ("min ratio ours/peer", "min_ratio", "{:.3f}"),
         ("max ratio", "max_ratio", "{:.2f}"),
