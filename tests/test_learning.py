@@ -330,3 +330,32 @@ def test_pooled_gap_takes_every_corpus_and_seed_pair_with_a_t_interval():
     pooled = learning.pooled_gap(rows)  # last-step gaps +0.1, +0.1, -0.1: mean 0.0333, sd 0.1155
     assert pooled["n"] == 3 and pooled["mean"] == pytest.approx(0.1 / 3)
     assert pooled["high"] - pooled["mean"] == pytest.approx(4.303 * 0.11547 / 3**0.5, rel=1e-3)
+
+
+def test_plots_draw_every_row_and_the_gap_plot_draws_each_seeds_paired_gap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ours, peer = [[9.0, 7.03, 6.01], [9.0, 7.21, 6.25]], [[9.0, 7.0, 6.0], [9.0, 7.2, 6.2]]
+    row = {
+        **_row(ours, peer),
+        "arch": "decoder-only",
+        "corpus": "textbooks",
+        "model": "ReferenceDecoderOnly",
+        "peer_model": "GPT2LMHeadModel",
+        "unigram_loss": 6.7,
+        "variants": {},
+    }
+    row["ours"], row["peer"] = [sum(v) / 2 for v in zip(*ours)], [sum(v) / 2 for v in zip(*peer)]
+    row["diff"] = [o - p for o, p in zip(row["ours"], row["peer"])]
+    for r in row["runs"].values():
+        for run in r.values():
+            run["curve"] = [list(c) for c in run["curve"]]
+    metrics = {"rows": [row, {**row, "corpus": "samsum"}]}
+    assert len(learning.plot_curves(metrics).axes) == 2
+    fig = learning.plot_gaps(metrics)
+    lines = fig.axes[0].get_lines()
+    assert len(fig.axes) == 2
+    assert list(lines[0].get_ydata()) == pytest.approx([0, 0.03, 0.01])  # seed 0: ours - peer
+    assert list(lines[1].get_ydata()) == pytest.approx([0, 0.01, 0.05])
+    assert list(lines[2].get_ydata()) == pytest.approx([0, 0.02, 0.03])  # the mean

@@ -683,6 +683,34 @@ def plot_curves(metrics: dict):
     return fig
 
 
+def plot_gaps(metrics: dict, tolerance: float = 0.02):
+    """Ours - peer against step, one panel per stored row: each seed's paired gap and their mean,
+    with the target band. Where both sides start from one draw (``peer_init``), this is what
+    separates the models themselves."""
+    import matplotlib.pyplot as plt
+
+    rows = metrics["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.6 * len(rows), 3.4), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], rows):
+        for seed in r["runs"]["ours"]:
+            gap = [
+                o[1] - p[1]
+                for o, p in zip(r["runs"]["ours"][seed]["curve"], r["runs"]["peer"][seed]["curve"])
+            ]
+            ax.plot(r["steps"], gap, color="C0", alpha=0.35, linewidth=1)
+        ax.plot(
+            r["steps"], r["diff"], color="C0", linewidth=2, label=f"mean of seeds {list(r['runs']['ours'])}"
+        )
+        ax.axhspan(-tolerance, tolerance, color="C2", alpha=0.15, label=f"target ±{tolerance}")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_title(f"{r['arch']} on {r['corpus']}", fontsize=10)
+        ax.set_xlabel("training step")
+    axes[0][0].set_ylabel(f"validation loss, ours - {rows[0]['peer_model']} (nats)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """``name:key=value,key=value`` -> (name, ModelConfig overrides); values are read as JSON."""
     name, _, spec = text.partition(":")
