@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .course.presets import PRESET_NAMES
+from .course.presets import PRESET_CHOICES
 
 DATA_NAMES = ("samsum", "textbooks")
 
@@ -20,9 +20,9 @@ DATA_NAMES = ("samsum", "textbooks")
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
-        choices=PRESET_NAMES,
+        choices=PRESET_CHOICES,
         default=os.environ.get("REFTX_PRESET", "cpu"),
-        help="course preset (default: $REFTX_PRESET or cpu)",
+        help="course preset (default: $REFTX_PRESET or cpu); <preset>-dry: its shapes for two steps",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 

@@ -102,3 +102,31 @@ def test_train_config_has_no_hidden_defaults():
         train_config(
             {"max_steps": 10, "batch_tokens": 64}, name="x", preset="smoke", data="d", tokenizer=None
         )
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
+    """``gpu-dry`` is the gpu preset's models, batches and lengths for two steps: what a first run needs."""
+    from reftx_lib.course.experiments import train_config
+    from reftx_lib.course.presets import DRY_RUN, get_preset
+
+    full, dry = get_preset(name), get_preset(f"{name}-dry")
+    for section, settings in full.items():
+        for key, value in settings.items():
+            assert dry[section][key] == (DRY_RUN[key] if key in DRY_RUN else value), (section, key)
+    for section in ("samsum", "rawtext", "scaling"):  # every section a TrainConfig is made from
+        cfg = {**dry["samsum"], **dry[section]}  # as the notebooks merge them
+        config = train_config(cfg, name="x", preset=f"{name}-dry", data="d", tokenizer=_Tok())
+        assert config.max_steps == 2 and config.warmup_steps <= config.max_steps
+    with pytest.raises(ValueError, match="unknown course preset 'gpu-wet'"):
+        get_preset("gpu-wet")
+
+
+class _Tok:
+    """Just enough of a tokenizer for ``tokenizer_info``."""
+
+    name_or_path = "test"
+    vocab_size = 64
+
+    def __len__(self):
+        return 64

@@ -1,4 +1,5 @@
-"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop) and ``gpu`` (one H100).
+"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop) and ``gpu`` (one H100),
+and the dry run of each (``gpu-dry``: its shapes for two steps).
 
 Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
 notebook is a 60-second CI check, a lesson-sized laptop run, or the full-scale
@@ -11,6 +12,22 @@ import copy
 import os
 
 PRESET_NAMES = ("smoke", "cpu", "gpu")
+# ``<preset>-dry``: the preset's model sizes and batch and sequence shapes, with every count cut to
+# the least that still runs each code path (two training steps, one evaluation batch, two test
+# examples), so a preset that has never run (``gpu``) can be tried on a CPU first.
+DRY_RUN = dict(
+    max_steps=2,
+    finetune_steps=2,
+    warmup_steps=1,
+    eval_every=1,
+    eval_batches=1,
+    n_test=2,
+    n_eval_docs=20,
+    n_generate=2,
+    n_samples=1,
+    n_examples=4,
+)
+PRESET_CHOICES = PRESET_NAMES + tuple(f"{name}-dry" for name in PRESET_NAMES)
 
 
 def _by_preset(**settings: tuple) -> dict[str, dict]:
@@ -114,9 +131,14 @@ COURSE_PRESETS: dict[str, dict[str, dict]] = {
 def get_preset(name: str | None = None) -> dict[str, dict]:
     """The course preset ``name`` (default: env ``REFTX_PRESET``, else ``cpu``), as a fresh copy."""
     name = name or os.environ.get("REFTX_PRESET", "cpu")
-    if name not in COURSE_PRESETS:
+    if name not in PRESET_CHOICES:
         raise ValueError(
-            f"unknown course preset {name!r}; allowed values: {list(PRESET_NAMES)} "
+            f"unknown course preset {name!r}; allowed values: {list(PRESET_CHOICES)} "
             "(set REFTX_PRESET or pass --preset)"
         )
-    return copy.deepcopy(COURSE_PRESETS[name])
+    base, dry = name.removesuffix("-dry"), name.endswith("-dry")
+    preset = copy.deepcopy(COURSE_PRESETS[base])
+    if dry:
+        for section in preset.values():
+            section.update({k: v for k, v in DRY_RUN.items() if k in section})
+    return preset

@@ -201,7 +201,7 @@ LEARNING_HEADLINES = [
 
 
 def readme_table() -> str:
-    """One row per stored (experiment, preset) except smoke runs: headline metrics and provenance."""
+    """One row per stored (experiment, preset) except smoke and dry runs: headline metrics and provenance."""
     rows = [
         "| experiment | preset | headline numbers | device | commit | date |",
         "|---|---|---|---|---|---|",
@@ -210,7 +210,7 @@ def readme_table() -> str:
         stored_presets = sorted(p.stem for p in (results_dir() / experiment).glob("*.json"))
         for preset in sorted(stored_presets, key=lambda name: ("gpu" in name, name)):  # CPU rows first
             stored = load_results(experiment, preset)
-            if stored is None or preset.startswith("smoke"):
+            if stored is None or preset.startswith("smoke") or preset.endswith("-dry"):
                 continue
             m, p = stored["metrics"], stored["provenance"]
             shown = (
