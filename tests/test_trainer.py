@@ -261,3 +261,19 @@ def test_longest_3_keeps_dialogue_order():
     assert (
         longest_3(dialogue) == "B: a much longer line here\nA: medium line\nA: the longest line of them all"
     )
+
+
+def test_last_quarter_improvement_marks_curves_that_have_not_flattened():
+    from reftx_lib.train.trainer import History, flattening_report
+
+    def history(losses):
+        return History({"step": 100 * (i + 1), "val_loss": v} for i, v in enumerate(losses))
+
+    still = history([6.0, 5.0, 4.5, 4.0])  # at step 300 (3/4 of 400): 4.5, then 4.0
+    flat = history([6.0, 5.0, 4.05, 4.0])
+    assert still.last_quarter_improvement() == pytest.approx(0.5 / 4.5)
+    assert flat.curve() == [[100, 6.0], [200, 5.0], [300, 4.05], [400, 4.0]]
+    assert flat.flattened() and not still.flattened()
+    report = flattening_report({"a": still, "b": flat, "c": history([5.0])})
+    assert "a: validation loss fell 11.1%" in report and "NOT FLATTENED" in report.splitlines()[0]
+    assert "(flattened)" in report.splitlines()[1] and "unknown" in report.splitlines()[2]

@@ -170,6 +170,45 @@ class History(list):
     def best_val_loss(self) -> float:
         return min((r["val_loss"] for r in self.evals()), default=float("nan"))
 
+    def curve(self) -> list[list[float]]:
+        """The validation curve, ``[[step, val_loss], ...]``: what a results file stores per model."""
+        return [[r["step"], r["val_loss"]] for r in self.evals()]
+
+    def last_quarter_improvement(self) -> float:
+        """How much the validation loss still fell over the last quarter of the run, relative:
+        ``(L(q) - L(end)) / L(q)``, with ``L(q)`` the last evaluation at or before 3/4 of the steps.
+
+        Below ``FLAT`` (2%) the curve has flattened: more steps of this schedule would change
+        little. NaN when no evaluation lies in the first three quarters.
+        """
+        evals = self.evals()
+        if not evals:
+            return float("nan")
+        end = evals[-1]
+        before = [r for r in evals if r["step"] <= 0.75 * end["step"]]
+        if not before:
+            return float("nan")
+        return (before[-1]["val_loss"] - end["val_loss"]) / before[-1]["val_loss"]
+
+    def flattened(self) -> bool:
+        """True when the last quarter improved the validation loss by less than ``FLAT``."""
+        return self.last_quarter_improvement() < FLAT
+
+
+FLAT = 0.02  # a curve whose last quarter improves the validation loss by less than 2% has flattened
+
+
+def flattening_report(histories: dict[str, History]) -> str:
+    """One line per model: its last-quarter improvement, and a mark on any that has not flattened."""
+    lines = []
+    for name, history in histories.items():
+        gain = history.last_quarter_improvement()
+        mark = "flattened" if history.flattened() else "NOT FLATTENED: train longer"
+        if math.isnan(gain):
+            mark = "unknown: no evaluation before the last quarter"
+        lines.append(f"{name}: validation loss fell {gain:.1%} over the last quarter of its steps ({mark})")
+    return "\n".join(lines)
+
 
 def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Multiplier on the base LR: linear warmup to 1, then cosine decay to ``min_ratio``."""
