@@ -705,7 +705,8 @@ def plot_gaps(metrics: dict, tolerance: float = 0.02):
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_title(f"{r['arch']} on {r['corpus']}", fontsize=10)
         ax.set_xlabel("training step")
-    axes[0][0].set_ylabel(f"validation loss, ours - {rows[0]['peer_model']} (nats)")
+    axes[0][0].set_ylabel("validation loss, ours - peer (nats)")
+    fig.suptitle(f"{rows[0]['model']} - {rows[0]['peer_model']}, seed by seed", fontsize=11)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -248,20 +248,25 @@ def plot_sweep(metrics: dict):
         )
     axes[0].set(xlabel="training seconds", ylabel="validation bits per byte", title="learning per CPU-second")
     axes[0].legend(fontsize=7)
+    base_mean = statistics.mean(p["bits_per_byte"] for p in base)
+    lo, hi = min(p["bits_per_byte"] for p in base), max(p["bits_per_byte"] for p in base)
     for ax, axis in zip(axes[1:], axes_names):
-        tried = sorted([p for p in points if p["axis"] == axis] + base[:1], key=lambda p: p[axis])
-        ax.plot([p[axis] for p in tried], [p["bits_per_byte"] for p in tried], "o-")
-        lo, hi = min(p["bits_per_byte"] for p in base), max(p["bits_per_byte"] for p in base)
+        tried = sorted(
+            [(p[axis], p["bits_per_byte"]) for p in points if p["axis"] == axis]
+            + [(base[0][axis], base_mean)]
+        )
+        ax.plot([x for x, _ in tried], [y for _, y in tried], "o-")
         ax.errorbar(
             [base[0][axis]],
-            [(lo + hi) / 2],
-            yerr=[[(hi - lo) / 2]],
+            [base_mean],
+            yerr=[[base_mean - lo], [hi - base_mean]],
             color="black",
             capsize=4,
-            label="base, seed range",
+            label="base: seed range",
         )
-        if axis in ("lr", "batch_tokens", "block_size", "vocab_size"):
-            ax.set_xscale("log", base=2 if axis != "lr" else 10)
+        ax.set_xscale("log")
+        ax.set_xticks([x for x, _ in tried], [f"{x:g}" for x, _ in tried])
+        ax.minorticks_off()
         ax.set(xlabel=axis, title=f"after {metrics['setup']['seconds']:g} s of training")
         ax.legend(fontsize=7)
     fig.tight_layout()
