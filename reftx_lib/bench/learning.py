@@ -57,6 +57,7 @@ from ..data.batching import pad_batch
 from ..model import packing
 from ..model.config import MODEL_PRESETS
 from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from .peers import copy_gpt2_into_ours
 
 CORPORA = ("textbooks", "samsum", "tinystories")
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
@@ -354,16 +355,17 @@ def compare(
             make_batch([train_rows[i] for i in index], arch)
             for index in batch_order(len(train_rows), setup, seed)
         ]
+        draw = None  # with peer_init: the very initial weights the peer of this seed starts from
+        if setup.peer_init:
+            torch.manual_seed(seed)
+            draw = builders["peer"]().model
         for name, build in builders.items():
             if name not in ("ours", "peer") and setup.variant_seeds is not None and k >= setup.variant_seeds:
                 continue  # a variant shows a large effect: fewer seeds suffice
             torch.manual_seed(seed)
             side = build()
-            if setup.peer_init and name != "peer":
-                from .peers import copy_gpt2_into_ours
-
-                torch.manual_seed(seed)  # the very draw the peer of this seed starts from
-                copy_gpt2_into_ours(builders["peer"]().model, side.model)
+            if draw is not None and name != "peer":
+                copy_gpt2_into_ours(draw, side.model)
             runs[name][str(seed)] = train_side(side, train_batches, val_batches, setup, seed, progress)
     steps = setup.eval_steps()
 

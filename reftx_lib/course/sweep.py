@@ -165,6 +165,13 @@ def _point_job(task: tuple) -> dict:
     return run_point(point, setup)
 
 
+def _base(points: list[dict]) -> tuple[list[dict], float, float | None]:
+    """The base points, their mean bits per byte, and their seed range (None with one seed)."""
+    base = [p for p in points if p["axis"] == "base"]
+    values = [p["bits_per_byte"] for p in base]
+    return base, statistics.mean(values), (max(values) - min(values) if len(values) > 1 else None)
+
+
 def verdicts(metrics: dict) -> list[str]:
     """Per axis, the value that reached the lowest bits per byte, judged against the seed noise of the base.
 
@@ -172,13 +179,7 @@ def verdicts(metrics: dict) -> list[str]:
     sweep cannot tell them apart and the base stays.
     """
     points = metrics["points"]
-    base = [p for p in points if p["axis"] == "base"]
-    base_bpb = statistics.mean(p["bits_per_byte"] for p in base)
-    noise = (
-        max(p["bits_per_byte"] for p in base) - min(p["bits_per_byte"] for p in base)
-        if len(base) > 1
-        else None
-    )
+    base, base_bpb, noise = _base(points)
     noise_text = (
         f"seed noise {noise:.4f} bits/byte (base at seeds {[p['seed'] for p in base]})"
         if noise is not None
@@ -213,11 +214,11 @@ def verdicts(metrics: dict) -> list[str]:
 def headline(metrics: dict) -> dict:
     """The numbers the README's results table shows: the base, its noise, and the best point."""
     points = metrics["points"]
-    base = [p for p in points if p["axis"] == "base"]
+    base, base_bpb, noise = _base(points)
     best = min(points, key=lambda p: p["bits_per_byte"])
     return {
-        "base_bits_per_byte": statistics.mean(p["bits_per_byte"] for p in base),
-        "seed_noise": max(p["bits_per_byte"] for p in base) - min(p["bits_per_byte"] for p in base),
+        "base_bits_per_byte": base_bpb,
+        "seed_noise": noise or 0.0,
         "best": "base" if best["axis"] == "base" else f"{best['axis']} {best[best['axis']]:g}",
         "best_bits_per_byte": best["bits_per_byte"],
         "base_tokens_per_s": statistics.mean(p["tokens_per_s"] for p in base),
