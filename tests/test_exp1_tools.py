@@ -83,9 +83,9 @@ def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_paramete
 
 def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_budget():
     from reftx_lib.course.experiments import exp1_settings
-    from reftx_lib.course.presets import get_preset
+    from reftx_lib.course.presets import PRESET_NAMES, get_preset
 
-    for name in ("smoke", "cpu", "gpu"):
+    for name in PRESET_NAMES:
         preset = get_preset(name)
         hp = exp1_settings(preset)
         for key in ("model", "dropout", "lr", "warmup_steps", "batch_tokens"):
@@ -104,7 +104,7 @@ def test_train_config_has_no_hidden_defaults():
         )
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+@pytest.mark.parametrize("name", ["smoke", "cpu", "full", "gpu"])
 def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
     """``gpu-dry`` is the gpu preset's models, batches and lengths for two steps: what a first run needs."""
     from reftx_lib.course.experiments import train_config

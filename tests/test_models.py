@@ -257,6 +257,26 @@ def test_sampling_is_seeded_and_respects_top_k():
     assert torch.equal(b, c)
 
 
+def _repeats_a_bigram(row: list[int], eos: int = 2) -> bool:
+    row = row[: row.index(eos)] if eos in row else row
+    grams = list(zip(row, row[1:]))
+    return len(set(grams)) < len(grams)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("beams", [1, 3])
+def test_no_repeat_ngram_size_bans_repeated_ngrams(cls, beams):
+    """An untrained model loops; with no_repeat_ngram_size=2 no bigram of a new row appears twice."""
+    m = make(cls, vocab_size=12)
+    prompt = rand_ids(3, 4) % 8 + 4
+    plain = m.generate(prompt, max_new_tokens=30, num_beams=beams).tolist()
+    assert any(_repeats_a_bigram(r) for r in plain)  # the ban has something to do
+    banned = m.generate(prompt, max_new_tokens=30, num_beams=beams, no_repeat_ngram_size=2).tolist()
+    assert not any(_repeats_a_bigram(r) for r in banned)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size must be an integer >= 0"):
+        m.generate(prompt, 5, no_repeat_ngram_size=-1)
+
+
 # ---------------------------------------------------------------- training
 @pytest.mark.parametrize("cls", MODELS)
 def test_tiny_model_overfits_two_examples(cls):

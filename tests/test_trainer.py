@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.train.checkpoint import load_checkpoint, load_model
-from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity
+from reftx_lib.train.checkpoint import kept_steps, load_checkpoint, load_model
+from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity, summary_diversity
 from reftx_lib.train.trainer import TrainConfig, lr_lambda, train
 
 V = 40
@@ -111,6 +111,24 @@ def test_checkpoint_rebuilds_model_and_is_atomic(tmp_path):
     rebuilt = load_model(tmp_path / "last.pt").eval()
     ids = torch.tensor(rows[30:32][0])[None]
     torch.testing.assert_close(rebuilt(ids)["logits"], model.eval()(ids)["logits"])
+
+
+def test_kept_steps_hold_the_weights_of_the_run_stopped_there(tmp_path):
+    """``keep_every`` keeps step-<N>.pt: the model a run stopped at step N would end with."""
+    rows = synthetic_rows(40, True)
+    train(
+        make(ReferenceTransformer),
+        rows[:30],
+        rows[30:],
+        cfg(checkpoint_dir=str(tmp_path / "kept"), keep_every=5),
+    )
+    kept = kept_steps(tmp_path / "kept")
+    assert list(kept) == [5, 10]
+    stopped = make(ReferenceTransformer)
+    train(stopped, rows[:30], rows[30:], cfg(stop_after=5))
+    for name, p in load_model(kept[5]).state_dict().items():
+        assert torch.equal(p, stopped.state_dict()[name]), name
+    assert load_checkpoint(kept[10])["step"] == 10
 
 
 def poison_losses_after(model, monkeypatch, good_steps: int) -> None:
@@ -254,6 +272,15 @@ def test_rouge_on_known_pairs():
     assert half["rouge2"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="pair up"):
         compute_rouge(["a"], [])
+
+
+def test_summary_diversity_sees_one_summary_for_every_dialogue():
+    same = summary_diversity(["Tom will go to the week."] * 4)
+    assert same["distinct_share"] == 0.25 and same["distinct_2"] == 0.25
+    varied = summary_diversity(["Ann buys milk.", "Bob is late.", "Ann buys milk. Ann buys milk."])
+    assert varied["distinct_share"] == 1.0 and varied["repetition_rate"] == 1 / 6
+    with pytest.raises(ValueError, match="no summaries"):
+        summary_diversity([])
 
 
 def test_longest_3_keeps_dialogue_order():

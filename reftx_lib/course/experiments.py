@@ -100,6 +100,7 @@ def train_config(
         batch_tokens=cfg["batch_tokens"],
         eval_every=cfg["eval_every"],
         eval_batches=cfg.get("eval_batches"),
+        keep_every=cfg.get("keep_every"),
         seed=seed,
         device=device,
         checkpoint_dir=str(checkpoint_dir(preset, name)),
@@ -190,7 +191,8 @@ def exp1_model(
     device: str = "auto",
     encoded: tuple[DatasetDict, dict] | None = None,
 ) -> CourseModel:
-    """One of Exp 1's models (``EXP1_RUNS``), trained with ``exp1_settings``.
+    """One of Exp 1's models (``EXP1_RUNS``), trained with ``exp1_settings``; seeds other than 0 are
+    checkpointed as ``<checkpoint>-seed<k>``.
 
     ``encoded``: the layout's (data, stats) from ``rawtext_data``, when the caller has them already.
     """
@@ -203,7 +205,7 @@ def exp1_model(
     model = build_model(kind, cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"], **overrides)
     config = train_config(
         cfg,
-        name=checkpoint,
+        name=checkpoint if seed == 0 else f"{checkpoint}-seed{seed}",
         preset=preset_name,
         data=f"textbooks-{layout}-{cfg['max_doc_tokens']}",
         tokenizer=tokenizer,

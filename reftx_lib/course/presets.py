@@ -1,9 +1,13 @@
-"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop) and ``gpu`` (one H100),
-and the dry run of each (``gpu-dry``: its shapes for two steps).
+"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop lesson), ``full`` (the
+committed run: every model trained until its validation curve flattens, sized for two CPU cores) and ``gpu``
+(one H100), and the dry run of each (``gpu-dry``: its shapes for two steps).
 
 Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
-notebook is a 60-second CI check, a lesson-sized laptop run, or the full-scale
-experiment. Model sizes refer to ``reftx_lib.model.config.MODEL_PRESETS``.
+notebook is a 60-second CI check, a lesson-sized laptop run, the converged run the
+committed notebooks show, or the GPU-scale experiment. ``full`` takes its batch size (2048
+tokens), learning rate (2e-3), context (256) and vocabulary (8192) from the sweep of
+notebook 00, section 9 (``results/sweep/cpu.json``): the settings that learn most per CPU-minute.
+Model sizes refer to ``reftx_lib.model.config.MODEL_PRESETS``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 
-PRESET_NAMES = ("smoke", "cpu", "gpu")
+PRESET_NAMES = ("smoke", "cpu", "full", "gpu")
 # ``<preset>-dry``: the preset's model sizes and batch and sequence shapes, with every count cut to
 # the least that still runs each code path (two training steps, one evaluation batch, two test
 # examples), so a preset that has never run (``gpu``) can be tried on a CPU first.
@@ -26,12 +30,14 @@ DRY_RUN = dict(
     n_generate=2,
     n_samples=1,
     n_examples=4,
+    n_decode_val=2,
+    keep_every=1,
 )
 PRESET_CHOICES = PRESET_NAMES + tuple(f"{name}-dry" for name in PRESET_NAMES)
 
 
 def _by_preset(**settings: tuple) -> dict[str, dict]:
-    """``setting=(smoke, cpu, gpu)`` rows -> one dict per preset: a table that reads across the presets."""
+    """``setting=(smoke, cpu, full, gpu)`` rows -> one dict per preset: a table read across the presets."""
     for key, values in settings.items():
         if len(values) != len(PRESET_NAMES):
             raise ValueError(
@@ -43,43 +49,45 @@ def _by_preset(**settings: tuple) -> dict[str, dict]:
 # fmt: off
 # SAMSum baseline hyperparameters (notebook 01); Exp 1 reuses them on raw text.
 _SAMSUM = _by_preset(
-    #                 smoke    cpu     gpu
-    model=           ("smoke", "tiny", "small"),
-    max_steps=       (30,      500,    4000),
-    batch_tokens=    (2048,    4096,   32768),
-    lr=              (2e-3,    2e-3,   1e-3),
-    warmup_steps=    (5,       50,     300),
-    eval_every=      (15,      100,    500),
-    eval_batches=    (2,       10,     None),
-    max_source_len=  (256,     384,    512),
-    max_target_len=  (64,      64,     96),
-    n_test=          (16,      200,    819),
-    num_beams=       (1,       4,      4),
-    max_new_tokens=  (32,      48,     64),
-    dropout=         (0.1,     0.1,    0.1),
+    #                 smoke    cpu     full    gpu
+    model=           ("smoke", "tiny", "tiny", "small"),
+    max_steps=       (30,      500,    3000,   4000),
+    batch_tokens=    (2048,    4096,   2048,   32768),
+    lr=              (2e-3,    2e-3,   2e-3,   1e-3),
+    warmup_steps=    (5,       50,     100,    300),
+    eval_every=      (15,      100,    150,    500),
+    eval_batches=    (2,       10,     20,     None),
+    keep_every=      (15,      None,   600,    1000),
+    max_source_len=  (256,     384,    384,    512),
+    max_target_len=  (64,      64,     64,     96),
+    n_test=          (16,      200,    819,    819),
+    n_decode_val=    (8,       50,     200,    400),
+    num_beams=       (1,       4,      4,      4),
+    max_new_tokens=  (32,      48,     48,     64),
+    dropout=         (0.1,     0.1,    0.1,    0.1),
 )
 
 # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint. cpu trains
 # 200 steps so notebook 02 (one run, ~3.5 min) and 03 (three runs, ~9 min) fit the course budget;
 # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1.
 _RAWTEXT = _by_preset(
-    #                 smoke    cpu     gpu
-    model=           ("smoke", "tiny", "small"),
-    max_steps=       (30,      200,    3000),
-    batch_tokens=    (2048,    4096,   32768),
-    max_doc_tokens=  (126,     254,    510),
-    n_train_docs=    (300,     None,   None),
-    n_eval_docs=     (40,      200,    None),
-    eval_every=      (15,      40,     500),
-    eval_batches=    (2,       10,     None),
-    block_size=      (128,     256,    512),
-    n_samples=       (2,       3,      4),
-    sample_tokens=   (24,      48,     96),
-    n_generate=      (8,       48,     200),
+    #                 smoke    cpu     full    gpu
+    model=           ("smoke", "tiny", "tiny", "small"),
+    max_steps=       (30,      200,    1200,   3000),
+    batch_tokens=    (2048,    4096,   2048,   32768),
+    max_doc_tokens=  (126,     254,    254,    510),
+    n_train_docs=    (300,     None,   None,   None),
+    n_eval_docs=     (40,      200,    200,    None),
+    eval_every=      (15,      40,     75,     500),
+    eval_batches=    (2,       10,     20,     None),
+    block_size=      (128,     256,    256,    512),
+    n_samples=       (2,       3,      3,      4),
+    sample_tokens=   (24,      48,     48,     96),
+    n_generate=      (8,       48,     48,     200),
 )
 
 # Exp 3: attention statistics over held-out examples per corpus.
-_ATTENTION = _by_preset(n_examples=(100, 200, 500))
+_ATTENTION = _by_preset(n_examples=(100, 200, 200, 500))
 
 # Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides). Every size trains the same
 # steps x batch_tokens with the SAMSum baseline's lr, warmup, dropout and length caps. cpu adds two
@@ -89,29 +97,30 @@ _SCALING = _by_preset(
         ["smoke", "mini"],
         ["smoke", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
          dict(name="d96L2", d_model=96, n_layers=2, n_heads=4), "tiny"],
+        ["mini", "tiny", "small"],
         ["tiny", "small", "medium", "large"],
     ),
-    #                 smoke    cpu     gpu
-    seeds=           ([0, 1],  [0, 1], [0, 1]),
-    max_steps=       (20,      300,    3000),
-    batch_tokens=    (2048,    2048,   32768),
-    n_test=          (8,       50,     819),
-    eval_batches=    (2,       10,     None),
-    eval_every=      (10,      50,     500),
+    #                 smoke    cpu     full    gpu
+    seeds=           ([0, 1],  [0, 1], [0, 1], [0, 1]),
+    max_steps=       (20,      300,    600,    3000),
+    batch_tokens=    (2048,    2048,   2048,   32768),
+    n_test=          (8,       50,     200,    819),
+    eval_batches=    (2,       10,     20,     None),
+    eval_every=      (10,      50,     50,     500),
 )
 
 # Exp 5: transfer from raw-text pretraining, fine-tuned at two data fractions. The pretrained model, its size
 # and its steps are Exp 2's run (the "rawtext" section); this section sets only the fine-tuning.
 # ``variants`` (by str(fraction); empty: all) limits which initializations run at a fraction.
 _TRANSFER = _by_preset(
-    #                 smoke       cpu         gpu
-    finetune_steps=  (20,         150,        2000),
-    fractions=       ([0.1, 1.0], [0.1, 1.0], [0.1, 1.0]),
-    batch_tokens=    (2048,       2048,       32768),
-    n_test=          (8,          50,         819),
-    eval_batches=    (2,          10,         None),
-    eval_every=      (10,         25,         250),
-    variants=        ({},         {"1.0": ["scratch", "transfer"]}, {}),
+    #                 smoke       cpu         full        gpu
+    finetune_steps=  (20,         150,        600,        2000),
+    fractions=       ([0.1, 1.0], [0.1, 1.0], [0.1, 1.0], [0.1, 1.0]),
+    batch_tokens=    (2048,       2048,       2048,       32768),
+    n_test=          (8,          50,         200,        819),
+    eval_batches=    (2,          10,         20,         None),
+    eval_every=      (10,         25,         50,         250),
+    variants=        ({},         {"1.0": ["scratch", "transfer"]}, {}, {}),
 )
 # fmt: on
 

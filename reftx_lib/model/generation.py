@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -77,6 +78,7 @@ def generate(
     top_p: float | None = None,
     num_beams: int = 1,
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -85,10 +87,17 @@ def generate(
     Returns the new tokens only, (B, <= max_new_tokens), with padding after a
     row's EOS. ``num_beams > 1`` runs beam search (deterministic; sampling
     options are then rejected), scoring finished hypotheses by
-    ``sum log p / length ** length_penalty``.
+    ``sum log p / length ** length_penalty``. ``no_repeat_ngram_size=n > 0`` forbids any
+    token that would repeat an n-gram of the new tokens (Hugging Face's
+    ``NoRepeatNGramLogitsProcessor``): the usual cure for an undertrained model's loops.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+        raise ValueError(
+            f"no_repeat_ngram_size must be an integer >= 0 (0: off), got {no_repeat_ngram_size!r}"
+        )
+    block = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size else None
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if num_beams > 1 and do_sample:
@@ -100,21 +109,34 @@ def generate(
     model.eval()
     try:
         if num_beams > 1:
-            return _beam_search(model, input_ids, max_new_tokens, num_beams, length_penalty, use_cache)
+            return _beam_search(model, input_ids, max_new_tokens, num_beams, length_penalty, use_cache, block)
         return _sample(
-            model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator
+            model,
+            input_ids,
+            max_new_tokens,
+            do_sample,
+            temperature,
+            top_k,
+            top_p,
+            use_cache,
+            generator,
+            block,
         )
     finally:
         model.train(was_training)
 
 
-def _sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator):
+def _sample(
+    model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator, block
+):
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     state, first = model._init_state(input_ids, use_cache)
     logits = model._next_logits(state, first)  # (B, V)
     finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
     out = []
     for _ in range(max_new_tokens):
+        if block is not None and out:
+            logits = block(torch.stack(out, dim=1), logits)  # (B, V): repeating n-grams at -inf
         if do_sample:
             probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
@@ -129,7 +151,7 @@ def _sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top
     return torch.stack(out, dim=1)
 
 
-def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache):
+def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache, block):
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     b, device = input_ids.size(0), input_ids.device
     state, first = model._init_state(input_ids, use_cache)
@@ -142,6 +164,8 @@ def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache)
     done = [False] * b
     for step in range(1, max_new_tokens + 1):
         logp = logits.float().log_softmax(dim=-1)  # (B*K, V)
+        if block is not None and seqs.size(1):
+            logp = block(seqs, logp)  # repeating n-grams at -inf
         vocab = logp.size(-1)
         candidates = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)  # (B, K*V)
         top_scores, top_idx = candidates.topk(2 * k, dim=1)  # (B, 2K): enough to refill K after EOS

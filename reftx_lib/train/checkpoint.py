@@ -200,6 +200,16 @@ def model_from(ckpt: dict) -> BaseLanguageModel:
     return restore_weights(model, ckpt)
 
 
+def kept_steps(folder: str | Path) -> dict[int, Path]:
+    """The ``step-<N>.pt`` checkpoints a run with ``keep_every`` left in ``folder``, by step.
+
+    They let a metric that is too slow to compute at every evaluation (ROUGE of generated
+    summaries) be traced against training tokens after the run.
+    """
+    found = {int(p.stem.removeprefix("step-")): p for p in Path(folder).glob("step-*.pt")}
+    return dict(sorted(found.items()))
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> BaseLanguageModel:
     """Rebuild the model from the checkpoint's stored class and config, then load its checked weights."""
     return model_from(load_checkpoint(path, map_location))

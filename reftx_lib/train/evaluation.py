@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..constants import IGNORE_INDEX
 from ..data.batching import pad_batch, token_budget_batches
 from ..model.transformer import BaseLanguageModel, ReferenceTransformer
+from .checkpoint import kept_steps, load_checkpoint, model_from
 from .device import resolve_device
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -103,6 +104,8 @@ def generate_summaries(
     max_new_tokens: int = 64,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """Decode a summary for every packed row of ``data`` (sources only; references are never shown)."""
     device = resolve_device(device)
@@ -111,7 +114,13 @@ def generate_summaries(
     out: list[str] = []
     for start in tqdm(range(0, len(sources), batch_size), desc="generate", disable=not progress):
         batch = pad_batch(sources[start : start + batch_size]).to(device)  # (B, S)
-        tokens = model.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        tokens = model.generate(
+            batch,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
         out += tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
     return [s.strip() for s in out]
 
@@ -145,6 +154,69 @@ def longest_3(dialogue: str) -> str:
     lines = [line.strip() for line in dialogue.splitlines() if line.strip()]
     keep = sorted(sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)[:3])
     return "\n".join(lines[i] for i in keep)
+
+
+# Decoding settings tried on validation before the test set is decoded once (notebook 01): greedy and
+# beam search, each with and without a ban on repeated trigrams; beam search also with a length penalty
+# that favours longer summaries. An undertrained model loops, and the ban is the usual cure.
+DECODING_GRID = (
+    {"num_beams": 1, "length_penalty": 1.0, "no_repeat_ngram_size": 0},
+    {"num_beams": 1, "length_penalty": 1.0, "no_repeat_ngram_size": 3},
+    {"num_beams": 4, "length_penalty": 1.0, "no_repeat_ngram_size": 0},
+    {"num_beams": 4, "length_penalty": 1.0, "no_repeat_ngram_size": 3},
+    {"num_beams": 4, "length_penalty": 2.0, "no_repeat_ngram_size": 3},
+)
+
+
+def rouge_mean(scores: dict[str, float]) -> float:
+    """The mean of ROUGE-1, ROUGE-2 and ROUGE-L: the one number decoding settings are chosen by."""
+    return (scores["rouge1"] + scores["rouge2"] + scores["rougeL"]) / 3
+
+
+def choose_decoding(
+    model: ReferenceTransformer,
+    data,
+    tokenizer,
+    grid: tuple[dict, ...] = DECODING_GRID,
+    max_new_tokens: int = 64,
+    device: torch.device | str = "cpu",
+) -> tuple[dict, list[dict]]:
+    """The decoding settings of ``grid`` with the best ``rouge_mean`` on ``data`` (a validation subset),
+    and every setting's scores, so the test set is decoded once with settings it never chose."""
+    rows = []
+    for setting in tqdm(grid, desc="decoding settings"):
+        predictions = generate_summaries(
+            model, data, tokenizer, max_new_tokens=max_new_tokens, device=device, progress=False, **setting
+        )
+        rows.append(
+            {**setting, **compute_rouge(predictions, data["summary"]), **summary_diversity(predictions)}
+        )
+    best = max(rows, key=rouge_mean)
+    return {k: best[k] for k in grid[0]}, rows
+
+
+def rouge_along_training(
+    folder, data, tokenizer, decoding: dict, max_new_tokens: int = 64, device: torch.device | str = "cpu"
+) -> list[dict]:
+    """ROUGE of the weights a run kept every ``keep_every`` steps (``kept_steps``), on ``data``: where the
+    score is heading when the run ends before the summaries are good."""
+    rows = []
+    kept = kept_steps(folder)
+    for step, path in tqdm(kept.items(), desc="kept steps", total=len(kept)):
+        ckpt = load_checkpoint(path)
+        predictions = generate_summaries(
+            model_from(ckpt),
+            data,
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            progress=False,
+            **decoding,
+        )
+        rows.append(
+            {"step": step, "tokens": ckpt["totals"]["tokens"], **compute_rouge(predictions, data["summary"])}
+        )
+    return rows
 
 
 # ------------------------------------------------- automatic proxies for generated text
@@ -194,3 +266,15 @@ def distinct_n(sequences, n: int = 2) -> float:
         raise ValueError(f"n must be >= 1, got {n}")
     grams = [g for seq in _as_list(sequences) for g in _ngrams(_units(seq), n)]
     return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def summary_diversity(predictions: list[str]) -> dict[str, float]:
+    """Do the summaries depend on the dialogue? The share of distinct summaries (1: all differ; a model
+    that writes one summary for every dialogue scores 1/n), their trigram repetition rate, distinct-2."""
+    if not predictions:
+        raise ValueError("no summaries to measure: pass at least one")
+    return {
+        "distinct_share": len(set(predictions)) / len(predictions),
+        "repetition_rate": repetition_rate(predictions, n=3),
+        "distinct_2": distinct_n(predictions, n=2),
+    }

@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_dir: str | None = None  # where last.pt (and best.pt) go; None keeps nothing on disk
     checkpoint_every: int | None = None  # default: at every evaluation
+    keep_every: int | None = None  # also keep step-<N>.pt every N steps: a metric traced along training
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
@@ -75,7 +76,7 @@ class TrainConfig:
     overwrite: bool = False  # replace a checkpoint of another run in checkpoint_dir instead of refusing
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_tokens", "eval_every", "log_every"):
+        for name in ("max_steps", "batch_tokens", "eval_every", "log_every", "keep_every"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
@@ -372,7 +373,8 @@ class _Run:
             last = at.step == self.end
             evaluate = at.step % config.eval_every == 0 or last
             checkpoint = at.step % self.ckpt_every == 0 or last
-            if len(self.window) >= self.log_every or evaluate or checkpoint:
+            keep = config.keep_every is not None and at.step % config.keep_every == 0
+            if len(self.window) >= self.log_every or evaluate or checkpoint or keep:
                 self._flush()
                 last = last or (config.max_time_s is not None and at.elapsed >= config.max_time_s)
                 evaluate, checkpoint = evaluate or last, checkpoint or last
@@ -380,6 +382,8 @@ class _Run:
                 self._evaluate(record)
             if checkpoint:
                 self._save("last.pt")
+            if keep:
+                self._save(f"step-{at.step}.pt")
         self._flush()
         self.bar.close()
         self.model.eval()
