@@ -28,6 +28,8 @@ from reftx_lib.analysis.attention.extract import AttentionRecord, extract_attent
 from reftx_lib.analysis.attention.plots import plot_attention, plot_attention_grid, plot_stat_distributions
 from reftx_lib.analysis.attention.stats import (
     attention_stats,
+    corpus_contrast,
+    cross_headlines,
     cross_profile,
     speaker_mass,
     speaker_token_mask,
@@ -252,6 +254,36 @@ def test_cross_profile_is_the_mean_of_per_example_profiles(encdec, deconly, tok,
     assert dependence == pytest.approx(np.mean([d for _, d in alone]), abs=1e-6)
     with pytest.raises(ValueError, match="no 'cross' attention"):
         cross_profile(deconly, rows[:1], tok)
+
+
+def test_cross_headlines_are_the_datasets_means(encdec, tok, rows):
+    from datasets import Dataset
+
+    data = Dataset.from_dict({"input_ids": rows})
+    head = cross_headlines(encdec, data, tok, n=3)
+    cross = stats_over_dataset(encdec, data, tok, n=3).query("kind == 'cross'")
+    assert head["entropy"] == pytest.approx(cross["entropy"].mean())
+    assert head["query_dependence"] == pytest.approx(cross_profile(encdec, rows[:3], tok)[1])
+    assert "speaker_ratio" not in head
+
+
+def test_corpus_contrast_sets_the_effect_against_untrained_and_seed_spread():
+    def stats(entropy, mono=0.0, dep=0.1):
+        return {"entropy": entropy, "monotonicity": mono, "query_dependence": dep}
+
+    untrained = {"samsum": stats(0.99), "rawtext": stats(0.98)}
+    seeds = [stats(0.90), stats(0.91, mono=0.3)]
+    table = corpus_contrast(stats(0.70, 0.5), stats(0.90), untrained, seeds)
+    assert table.loc["entropy", "effect of training"] == pytest.approx(-0.21)
+    assert table.loc["entropy", "verdict"] == "as hypothesised"  # sharper on SAMSum, beyond 2 x 0.01
+    assert (
+        table.loc["monotonicity", "verdict"] == "within noise"
+    )  # no seed spread in it, but no effect either
+    assert table.loc["query_dependence", "verdict"] == "within noise"
+    backwards = corpus_contrast(stats(0.99), stats(0.70), untrained, seeds)
+    assert backwards.loc["entropy", "verdict"] == "opposite to the hypothesis"
+    one_seed = corpus_contrast(stats(0.70), stats(0.90), untrained, seeds[:1])
+    assert one_seed.loc["entropy", "verdict"].startswith("cannot decide")
 
 
 def test_stats_import_loads_no_plotting_or_widget_library():

@@ -66,7 +66,7 @@ def test_committed_outputs_come_from_a_real_run(path):
         r"Run: preset=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text
     )
     assert match, f"{path.name}: the first output is not the provenance line: {text[:200]!r}"
-    assert match.group(1) in ("cpu", "gpu"), (
+    assert match.group(1) in ("cpu", "full", "gpu"), (
         f"{path.name}: committed outputs come from preset {match.group(1)!r}"
     )
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]

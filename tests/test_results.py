@@ -41,8 +41,9 @@ def test_stored_table_reads_nested_keys_with_dots_and_marks_missing_runs(registr
         "exp9", "cpu", {"rouge1": {"scratch": {"1.0": 31.5}}}, provenance("cpu", torch.device("cpu"), {}, 1.0)
     )
     table = stored_results_table("exp9", ["rouge1.scratch.1.0", "missing.key"])
-    cpu_row, gpu_row = table.splitlines()[2:]
+    cpu_row, full_row, gpu_row = table.splitlines()[2:]
     assert cpu_row.startswith("| cpu | 31.50 | — |")
+    assert full_row.startswith("| full | — | — | not run")
     assert gpu_row.startswith("| gpu | — | — | not run")
 
 

@@ -1,5 +1,7 @@
 """Trainer, checkpoint and evaluation tests on tiny synthetic data (d_model 32, 1 layer, vocab 40)."""
 
+import itertools
+import math
 import random
 
 import pytest
@@ -7,7 +9,15 @@ import torch
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.train.checkpoint import kept_steps, load_checkpoint, load_model
-from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, longest_3, perplexity, summary_diversity
+from reftx_lib.train.evaluation import (
+    compute_rouge,
+    evaluate_loss,
+    longest_3,
+    perplexity,
+    rouge_trend,
+    summary_diversity,
+    unigram_loss,
+)
 from reftx_lib.train.trainer import TrainConfig, lr_lambda, train
 
 V = 40
@@ -281,6 +291,32 @@ def test_summary_diversity_sees_one_summary_for_every_dialogue():
     assert varied["distinct_share"] == 1.0 and varied["repetition_rate"] == 1 / 6
     with pytest.raises(ValueError, match="no summaries"):
         summary_diversity([])
+
+
+def test_rouge_trend_reads_the_slope_per_doubling_of_tokens():
+    rows = [{"tokens": 1000 * 2**k, "rouge1": 10 + 3 * k} for k in range(4)]
+    trend = rouge_trend(rows, target=25.0)
+    assert trend["slope_per_doubling"] == pytest.approx(3.0) and trend[
+        "doublings_to_target"
+    ] == pytest.approx(2.0)
+    flat = rouge_trend([{"tokens": t, "rouge1": 9.0} for t in (1, 2, 4)], target=25.0)
+    assert math.isnan(flat["doublings_to_target"])
+    assert rouge_trend(rows, target=5.0)["doublings_to_target"] == 0.0
+
+
+def test_unigram_loss_is_the_smoothed_frequency_model():
+    loss = unigram_loss([[4, 4, 5]], [4, 5], vocab_size=6)  # counts+1: 4 -> 3, 5 -> 2, others 1; total 9
+    assert loss == pytest.approx(-(math.log(3 / 9) + math.log(2 / 9)) / 2)
+
+
+def test_steady_step_seconds_ignores_warm_up_and_bursts():
+    from reftx_lib.train.trainer import History
+
+    times = [5.0] + [1.0] * 18 + [9.0]  # a slow first step, a burst of load at the end
+    history = History({"wall_time": t} for t in itertools.accumulate(times))
+    assert history.steady_step_seconds() == 1.0
+    with pytest.raises(ValueError, match="train longer"):
+        History([{"wall_time": 1.0}]).steady_step_seconds()
 
 
 def test_longest_3_keeps_dialogue_order():

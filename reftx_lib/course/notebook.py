@@ -14,8 +14,9 @@ import torch
 
 from ..paths import repo_root
 from ..train.device import resolve_device
-from ..train.trainer import seed_everything
+from ..train.trainer import History, seed_everything
 from .presets import get_preset
+from .report import curves_metrics
 from .results import provenance, save_results
 
 
@@ -42,8 +43,16 @@ class NotebookRun:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return path
 
-    def save(self, experiment: str, metrics: dict, config: dict | None = None) -> Path:
-        """Store ``metrics`` as ``results/<experiment>/<preset>.json`` with full provenance."""
+    def save(
+        self,
+        experiment: str,
+        metrics: dict,
+        config: dict | None = None,
+        histories: dict[str, History] | None = None,
+    ) -> Path:
+        """Store ``metrics`` as ``results/<experiment>/<preset>.json`` with full provenance, and with the
+        validation curve of every model in ``histories`` (``curves_metrics``)."""
+        metrics = {**metrics, **curves_metrics(histories)} if histories else metrics
         prov = provenance(
             self.preset,
             self.device,

@@ -103,7 +103,9 @@ def load_results(experiment: str, preset: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def stored_results_table(experiment: str, keys: list[str], presets: tuple[str, ...] = ("cpu", "gpu")) -> str:
+def stored_results_table(
+    experiment: str, keys: list[str], presets: tuple[str, ...] = ("cpu", "full", "gpu")
+) -> str:
     """A Markdown table of ``keys`` from the stored reference runs, with their provenance.
 
     Notebooks print it next to the numbers they just produced, so a student on a

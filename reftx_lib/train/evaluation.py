@@ -94,6 +94,17 @@ def perplexity(
     return evaluate_loss(model, rows, batch_tokens, device, label_rows=label_rows)
 
 
+def unigram_loss(train_rows: list[list[int]], targets: list[int], vocab_size: int) -> float:
+    """Mean NLL (nats) of ``targets`` under the add-one-smoothed unigram model of ``train_rows``.
+
+    The control every language model must beat: it knows word frequencies and no context, so the
+    ratio of its perplexity to a model's is what that model gains from context.
+    """
+    counts = torch.bincount(torch.tensor([t for r in train_rows for t in r]), minlength=vocab_size).double()
+    log_probs = ((counts + 1) / (counts.sum() + vocab_size)).log()  # (V,)
+    return float(-log_probs[torch.tensor(targets)].mean())
+
+
 @torch.no_grad()
 def generate_summaries(
     model: ReferenceTransformer,
@@ -217,6 +228,23 @@ def rouge_along_training(
             {"step": step, "tokens": ckpt["totals"]["tokens"], **compute_rouge(predictions, data["summary"])}
         )
     return rows
+
+
+def rouge_trend(rows: list[dict], target: float, key: str = "rouge1") -> dict[str, float]:
+    """Where ``rouge_along_training`` rows are heading: the least-squares slope of ``key`` per doubling of
+    training tokens over the last three kept steps, and the doublings more that slope would need to reach
+    ``target`` (NaN when it is not rising). A straight line in log tokens, read as a direction, not a
+    forecast: curves bend."""
+    last = rows[-3:]
+    if len(last) < 2:
+        raise ValueError(f"a trend needs at least two kept steps, got {len(rows)}: lower keep_every")
+    x = [math.log2(r["tokens"]) for r in last]
+    y = [r[key] for r in last]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+    gap = target - y[-1]
+    needed = 0.0 if gap <= 0 else (gap / slope if slope > 0 else float("nan"))
+    return {"slope_per_doubling": slope, "doublings_to_target": needed, "last": y[-1], "target": target}
 
 
 # ------------------------------------------------- automatic proxies for generated text

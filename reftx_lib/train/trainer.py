@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -190,6 +191,16 @@ class History(list):
         if not before:
             return float("nan")
         return (before[-1]["val_loss"] - end["val_loss"]) / before[-1]["val_loss"]
+
+    def steady_step_seconds(self, skip: float = 0.1) -> float:
+        """The median training time of one optimizer step after the first ``skip`` share of the steps:
+        the run's own steady-state speed, which warm-up, a first-batch allocation or a short burst of
+        other load on the machine cannot move much (a mean or a total would)."""
+        times = [r["wall_time"] for r in self]
+        steps = [b - a for a, b in zip(times, times[1:])][int(skip * len(times)) :]
+        if not steps:
+            raise ValueError(f"a history of {len(self)} steps has no steady state to time: train longer")
+        return statistics.median(steps)
 
     def flattened(self) -> bool:
         """True when the last quarter improved the validation loss by less than ``FLAT``."""
