@@ -15,6 +15,7 @@ from reftx_lib.train.evaluation import (
     longest_3,
     perplexity,
     rouge_trend,
+    source_ablation,
     summary_diversity,
     unigram_loss,
 )
@@ -317,6 +318,18 @@ def test_steady_step_seconds_ignores_warm_up_and_bursts():
     assert history.steady_step_seconds() == 1.0
     with pytest.raises(ValueError, match="train longer"):
         History([{"wall_time": 1.0}]).steady_step_seconds()
+
+
+def test_source_ablation_sees_whether_the_target_depends_on_the_source():
+    rows = synthetic_rows(40, packed=True)  # copy task: the target repeats the source
+    model = make(ReferenceTransformer)
+    same_source = [[5, 6, 7, 3] + r[r.index(3) + 1 :] for r in rows]
+    assert source_ablation(model, same_source, 256)["gain"] == pytest.approx(0.0, abs=1e-6)
+    train(model, rows, rows[:8], cfg(max_steps=60))
+    trained = source_ablation(model, rows, 256)
+    assert trained["gain"] > 0.5  # a copying model is lost without its own source
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        source_ablation(model, rows[:1], 256)
 
 
 def test_longest_3_keeps_dialogue_order():

@@ -69,7 +69,8 @@ _SAMSUM = _by_preset(
 
 # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint. cpu trains
 # 200 steps so notebook 02 (one run, ~3.5 min) and 03 (three runs, ~9 min) fit the course budget; full trains
-# 1200 steps of 2048 tokens (about 2.5M tokens, 0.6 epochs), about 12 minutes per model on two cores;
+# 1200 steps of 2048 tokens (about 2.5M tokens, 0.6 epochs), 9-15 minutes per model on two cores, so that
+# Exp 3 can compare the raw-text model with the SAMSum weights kept at the same step;
 # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1; Exp 1 trains its
 # encoder-decoder and decoder-only arms at every seed of ``seeds`` (its perplexity ratio's spread).
 _RAWTEXT = _by_preset(
