@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..train.trainer import FLAT, History
+from ..train.trainer import History
 from .experiments import CourseModel
 
 
@@ -51,7 +51,9 @@ def training_report(
             "of matmul peak": flops_per_s / matmul_peak if matmul_peak else math.nan,
             "best val loss": history.best_val_loss(),
             "last-quarter fall": gain,
-            "flattened": "unknown" if math.isnan(gain) else ("yes" if gain < FLAT else "NO: train longer"),
+            "flattened": "unknown"
+            if math.isnan(gain)
+            else ("yes" if history.flattened() else "NO: train longer"),
         }
     return pd.DataFrame(rows).T
 
