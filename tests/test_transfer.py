@@ -115,10 +115,27 @@ def test_ablations_leave_the_other_part_at_fresh_init(init_encoder, init_decoder
 
 def test_no_init_at_all_is_a_fresh_model():
     dec = pretrained()
-    model = convert(dec, init_encoder=False, init_decoder=False)
+    model = convert(dec, init_encoder=False, init_decoder=False, init_embedding=False)
     reference = fresh(model.config)
     for name, p in model.named_parameters():
         assert torch.equal(p, params(reference)[name]), name
+
+
+def test_embedding_only_copies_the_embedding_and_nothing_else():
+    dec = pretrained()
+    model = convert(dec, init_encoder=False, init_decoder=False)
+    reference = fresh(model.config)
+    assert torch.equal(model.embed.weight, dec.embed.weight)
+    for name, p in model.named_parameters():
+        if name != "embed.weight":
+            assert torch.equal(p, params(reference)[name]), name
+
+
+def test_layers_without_the_embedding_keep_a_fresh_embedding():
+    dec = pretrained()
+    model = convert(dec, init_embedding=False)
+    assert torch.equal(model.embed.weight, fresh(model.config).embed.weight)
+    assert_copied(pairs(model, dec, "encoder") + pairs(model, dec, "decoder"))
 
 
 def test_converted_model_runs_forward_and_generate_with_a_longer_max_len():
@@ -155,3 +172,72 @@ def test_bad_arguments_raise():
         convert_decoder_only_to_encoder_decoder(ReferenceTransformer(**TINY))
     with pytest.raises(ValueError, match="max_len"):
         convert_decoder_only_to_encoder_decoder(dec, max_len=16)
+
+
+def test_every_variant_starts_from_the_same_fresh_weights_where_it_copies_nothing():
+    from reftx_lib.analysis.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, copied_share, transfer_model
+
+    dec = pretrained()
+    scratch = transfer_model("scratch", dec, seed=3)
+    assert params(scratch).keys() == params(transfer_model(EQUAL_COMPUTE, dec, seed=3)).keys()
+    shares = {v: copied_share(transfer_model(v, dec, seed=3), dec) for v in TRANSFER_VARIANTS}
+    assert shares["scratch"]["share of parameters copied"] == 0
+    assert shares["transfer"]["share of parameters copied"] == 1
+    assert shares["embedding_only"]["encoder tensors copied"] == 0
+    assert shares["embedding_only"]["decoder tensors copied"] == 0
+    assert 0 < shares["embedding_only"]["share of parameters copied"] < 1
+    enc_only = transfer_model("encoder_only", dec, seed=3)
+    for name, p in enc_only.named_parameters():
+        if name.startswith("decoder"):  # not copied: the very tensor the scratch model starts from
+            assert torch.equal(p, params(scratch)[name]), name
+    with pytest.raises(ValueError, match="unknown Exp 5 variant 'both'"):
+        transfer_model("both", dec)
+
+
+def test_transfer_summary_judges_differences_against_twice_the_seed_noise():
+    from reftx_lib.analysis.transfer import transfer_report, transfer_summary
+
+    runs = [
+        ("scratch", 0.1, 0, 5.00),
+        ("scratch", 0.1, 1, 5.02),  # noise 0.02: a verdict needs more than 0.04
+        ("transfer", 0.1, 0, 4.80),
+        ("transfer", 0.1, 1, 4.81),
+        ("scratch_equal_compute", 0.1, 0, 4.83),  # transfer better by 0.025: within the noise
+        ("embedding_only", 0.1, 0, 4.90),
+        ("scratch", 1.0, 0, 4.50),
+        ("transfer", 1.0, 0, 4.60),  # worse by 0.1: hurts
+        ("scratch_equal_compute", 1.0, 0, 4.40),
+    ]
+    records = [dict(variant=v, fraction=f, seed=s, val_loss=loss) for v, f, s, loss in runs]
+    summary = transfer_summary(records)
+    assert summary["noise"] == pytest.approx(0.02)
+    small, full = summary["fractions"]["0.1"], summary["fractions"]["1"]
+    assert small["transfer_gain"] == pytest.approx(0.205)  # means over seeds: 5.01 - 4.805
+    assert small["gain_per_seed"] == pytest.approx({0: 0.2, 1: 0.21})
+    assert small["pretraining_helps"] == "helps"
+    assert small["beats_equal_compute"].startswith("cannot decide")
+    assert small["embedding_share_of_gain"] == pytest.approx(0.11 / 0.205)
+    assert full["pretraining_helps"] == "hurts" and full["beats_equal_compute"].startswith("no")
+    assert "embedding_share_of_gain" not in full  # no gain to share
+    report = transfer_report(summary)
+    assert "10% of SAMSum" in report and "100% of SAMSum" in report and "seed 1: +0.210" in report
+    one_seed = transfer_summary([r for r in records if r["seed"] == 0])
+    assert one_seed["noise"] is None
+    assert one_seed["fractions"]["0.1"]["pretraining_helps"].startswith("cannot decide: one seed")
+
+
+def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rejects_unknown_variants():
+    from reftx_lib.course.experiments import equal_compute_steps, exp5_plan, exp5_settings
+    from reftx_lib.course.presets import get_preset
+
+    cfg = dict(fractions=[0.1, 1.0], seeds=[0, 1], variants={"1.0": ["scratch", "scratch_equal_compute"]})
+    plan = exp5_plan(cfg, seed=0)
+    assert [(f, v, s) for f, v, s in plan if s == 1] == [(0.1, "scratch", 1), (0.1, "transfer", 1)]
+    assert [v for f, v, s in plan if f == 1.0] == ["scratch", "scratch_equal_compute"]
+    assert len([1 for f, v, s in plan if f == 0.1 and s == 0]) == 7  # every variant and the control
+    with pytest.raises(ValueError, match="unknown variants \\['both'\\]"):
+        exp5_plan({**cfg, "variants": {"0.1": ["both"]}})
+    preset = get_preset("full")
+    pre_tokens = preset["rawtext"]["max_steps"] * preset["rawtext"]["batch_tokens"]  # Exp 2 pretraining
+    steps = equal_compute_steps(preset)
+    assert steps * exp5_settings(preset)["batch_tokens"] == pre_tokens + 600 * 2048

@@ -13,13 +13,16 @@ cross-attention), so its weights can seed
   keys and values all start as the pretrained projections) or left at a fresh
   random init (``cross_init="random"``).
 
-The token embedding (and so the tied output head) is copied whenever any part is
-initialized: encoder and decoder share it. Positions are sinusoidal, so
+The token embedding (and so the tied output head) is copied unless ``init_embedding=False``:
+encoder and decoder share it, so it is one switch, and copying the embedding alone (no layer)
+measures how much of the transfer is only "which tokens are alike". Positions are sinusoidal, so
 ``max_len`` can be raised for longer sources without any new parameter.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -48,6 +51,7 @@ def convert_decoder_only_to_encoder_decoder(
     cross_init: str = "self",
     init_encoder: bool = True,
     init_decoder: bool = True,
+    init_embedding: bool = True,
     max_len: int | None = None,
 ) -> ReferenceTransformer:
     """A ``ReferenceTransformer`` of the same sizes, initialized from ``dec_model``'s weights.
@@ -56,7 +60,8 @@ def convert_decoder_only_to_encoder_decoder(
     ``ReferenceTransformer`` (seed torch beforehand for a reproducible result):
     ``init_encoder=False`` leaves the encoder layers and encoder norm fresh,
     ``init_decoder=False`` leaves the decoder layers (cross-attention included)
-    and decoder norm fresh. ``cross_init`` ("self" or "random") only matters when
+    and decoder norm fresh, ``init_embedding=False`` leaves the shared token embedding (and tied
+    head) fresh. ``cross_init`` ("self" or "random") only matters when
     the decoder is initialized. The new model lives on ``dec_model``'s device, in
     training mode; ``dec_model`` is not modified.
     """
@@ -71,7 +76,7 @@ def convert_decoder_only_to_encoder_decoder(
         )
     device = next(dec_model.parameters()).device
     model = ReferenceTransformer(config=config)  # fresh init first, so the RNG use matches a scratch model
-    if init_encoder or init_decoder:
+    if init_embedding:
         model.embed.weight.copy_(dec_model.embed.weight)
         if not config.tie_embeddings:
             model.lm_head.weight.copy_(dec_model.lm_head.weight)
@@ -96,3 +101,154 @@ def convert_decoder_only_to_encoder_decoder(
     if init_decoder:
         _copy(model.decoder_norm, dec_model.norm)
     return model.to(device).train()
+
+
+# Exp 5's initializations: name -> converter arguments (None: a fresh ReferenceTransformer).
+TRANSFER_VARIANTS: dict[str, dict | None] = {
+    "scratch": None,
+    "transfer": dict(cross_init="self"),
+    "transfer_random_cross": dict(cross_init="random"),
+    "encoder_only": dict(init_decoder=False),
+    "decoder_only": dict(init_encoder=False, cross_init="self"),
+    "embedding_only": dict(init_encoder=False, init_decoder=False),
+}
+# The equal-compute control: a fresh model fine-tuned for the pretraining's steps plus the fine-tuning's.
+EQUAL_COMPUTE = "scratch_equal_compute"
+
+
+def transfer_model(
+    variant: str, dec_model: ReferenceDecoderOnly, seed: int = 0, max_len: int | None = None
+) -> ReferenceTransformer:
+    """The initial encoder-decoder of one of Exp 5's variants (``TRANSFER_VARIANTS``, or ``EQUAL_COMPUTE``).
+
+    Every variant draws its fresh weights from the same seed, so two variants differ only in what they
+    copy, and ``scratch`` is exactly the fresh init the transferred variants start from.
+    """
+    args = None if variant == EQUAL_COMPUTE else TRANSFER_VARIANTS.get(variant, "unknown")
+    if args == "unknown":
+        raise ValueError(
+            f"unknown Exp 5 variant {variant!r}; allowed values: {[*TRANSFER_VARIANTS, EQUAL_COMPUTE]}"
+        )
+    torch.manual_seed(seed)
+    if args is None:
+        config = dec_model.config if max_len is None else dec_model.config.replace(max_len=max_len)
+        return ReferenceTransformer(config=config).to(next(dec_model.parameters()).device).train()
+    return convert_decoder_only_to_encoder_decoder(dec_model, max_len=max_len, **args)
+
+
+@torch.no_grad()
+def copied_share(model: ReferenceTransformer, dec_model: ReferenceDecoderOnly) -> dict[str, float]:
+    """What a converted model took from the pretrained one: the share of its parameters that equal a
+    pretrained tensor, and how many encoder and decoder tensors did (a check that a variant copies
+    what its name says)."""
+    pretrained = list(dec_model.parameters())
+    copied = {
+        name: p.numel()
+        for name, p in model.named_parameters()
+        if any(p.shape == q.shape and torch.equal(p, q.to(p.device)) for q in pretrained)
+    }
+    return {
+        "share of parameters copied": sum(copied.values()) / sum(p.numel() for p in model.parameters()),
+        "encoder tensors copied": sum(n.startswith("encoder") for n in copied),
+        "decoder tensors copied": sum(n.startswith("decoder") for n in copied),
+    }
+
+
+def _judge(diff: float, noise: float | None, yes: str, no: str) -> str:
+    """``yes`` when ``diff`` exceeds twice the seed noise, ``no`` when it is below minus that."""
+    if noise is None:
+        return "cannot decide: one seed, no noise estimate"
+    if diff > 2 * noise:
+        return yes
+    if diff < -2 * noise:
+        return no
+    return f"cannot decide: {diff:+.3f} nats is within twice the seed noise ({2 * noise:.3f})"
+
+
+def transfer_summary(records: list[dict]) -> dict:
+    """Exp 5's comparisons, computed from its runs' best validation losses and set against seed noise.
+
+    ``records``: one dict per run with ``variant``, ``fraction``, ``seed`` and ``val_loss``. The noise is
+    the largest seed-to-seed range of any (variant, fraction) cell trained at more than one seed; a
+    difference decides a question only beyond twice that. Per fraction (mean over seeds where a cell has
+    several): the pretraining gain (scratch minus transfer) and its verdict, the same gain per seed, the
+    transfer against the equal-compute control, and what the embedding alone, the encoder alone and the
+    decoder alone give.
+    """
+    frame = pd.DataFrame(records)
+    cells = frame.groupby(["variant", "fraction"])["val_loss"]
+    mean = cells.mean()
+    spread = (cells.max() - cells.min())[cells.size() > 1]
+    noise = float(spread.max()) if len(spread) else None
+    out: dict = {
+        "noise": noise,
+        "noise_cells": {f"{v}@{f:g}": float(s) for (v, f), s in spread.items()},
+        "fractions": {},
+    }
+    for f in sorted(frame["fraction"].unique()):
+        m = {v: float(loss) for (v, frac), loss in mean.items() if frac == f}.get
+        gain = m("scratch", np.nan) - m("transfer", np.nan)
+        here = frame[frame["fraction"] == f].pivot_table(index="seed", columns="variant", values="val_loss")
+        row = {
+            "transfer_gain": gain,
+            "pretraining_helps": _judge(gain, noise, "helps", "hurts"),
+            "gain_per_seed": (
+                {int(s): float(v) for s, v in (here["scratch"] - here["transfer"]).dropna().items()}
+                if {"scratch", "transfer"} <= set(here.columns)
+                else {}
+            ),
+        }
+        if not np.isnan(m(EQUAL_COMPUTE, np.nan)):
+            row["transfer_vs_equal_compute"] = m(EQUAL_COMPUTE, np.nan) - m("transfer", np.nan)
+            row["beats_equal_compute"] = _judge(
+                row["transfer_vs_equal_compute"],
+                noise,
+                "yes: pretraining beats spending the same tokens on SAMSum",
+                "no: the same tokens spent on SAMSum do better",
+            )
+        for part in ("embedding_only", "encoder_only", "decoder_only", "transfer_random_cross"):
+            if not np.isnan(m(part, np.nan)):
+                row[f"{part}_gain"] = m("scratch", np.nan) - m(part, np.nan)
+        if "embedding_only_gain" in row and gain > 0:
+            row["embedding_share_of_gain"] = row["embedding_only_gain"] / gain
+        out["fractions"][f"{f:g}"] = row
+    return out
+
+
+def transfer_report(summary: dict) -> str:
+    """``transfer_summary`` as the sentences notebook 06 prints: each verdict with the numbers behind it."""
+    noise = summary["noise"]
+    lines = [
+        "seed noise: "
+        + (
+            f"{noise:.3f} nats (largest seed-to-seed range: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in summary["noise_cells"].items())
+            + "); a difference decides only beyond twice that"
+            if noise is not None
+            else "unknown (every cell has one seed)"
+        )
+    ]
+    for f, row in summary["fractions"].items():
+        lines.append(f"\n{float(f):.0%} of SAMSum:")
+        per_seed = ", ".join(f"seed {s}: {g:+.3f}" for s, g in row["gain_per_seed"].items())
+        lines.append(
+            f"  pretraining gain (scratch - transfer) {row['transfer_gain']:+.3f} nats"
+            + (f" ({per_seed})" if len(row["gain_per_seed"]) > 1 else "")
+            + f": {row['pretraining_helps']}"
+        )
+        if "beats_equal_compute" in row:
+            lines.append(
+                f"  against the equal-compute scratch model {row['transfer_vs_equal_compute']:+.3f} nats in "
+                f"transfer's favour: {row['beats_equal_compute']}"
+            )
+        parts = [
+            f"{name} {row[f'{name}_gain']:+.3f}"
+            for name in ("embedding_only", "encoder_only", "decoder_only", "transfer_random_cross")
+            if f"{name}_gain" in row
+        ]
+        if parts:
+            lines.append("  gain over scratch of each partial copy: " + ", ".join(parts) + " nats")
+        if "embedding_share_of_gain" in row:
+            share = row["embedding_share_of_gain"]
+            lines.append(f"  the embedding alone gives {share:.0%} of the full copy's gain")
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The few setup steps every experiment shares: data at a preset's size, a model by name, a train config,
-and the course's named models (``CourseModel``): the SAMSum baseline, Exp 1's three raw-text models and
-Exp 2's pretrained decoder-only model.
+and the course's named models (``CourseModel``): the SAMSum baseline, Exp 1's three raw-text models,
+Exp 2's pretrained decoder-only model and Exp 5's fine-tuning runs.
 
 Notebooks and the command line call these so that "the SAMSum baseline" or
 "the raw-text midpoint split" means the same thing everywhere: a notebook that needs a
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from datasets import DatasetDict
 
+from ..analysis.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
 from ..data.corpora import load_corpus
 from ..data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
 from ..data.tokenizer import tokenizer_info
@@ -235,3 +237,87 @@ def exp2_pretraining(preset_name: str, preset: dict, tokenizer, device: str = "a
         device=device,
     )
     return CourseModel(model, data, stats, config)
+
+
+def exp5_settings(preset: dict) -> dict:
+    """Exp 5's fine-tuning settings: the SAMSum baseline's lr, warm-up, dropout, length caps and beams,
+    with the transfer section's steps, batch, evaluation, fractions, variants and seeds."""
+    transfer = preset["transfer"]
+    return {**preset["samsum"], **transfer, "max_steps": transfer["finetune_steps"], "keep_every": None}
+
+
+def equal_compute_steps(preset: dict) -> int:
+    """Fine-tuning steps that give a fresh model the transferred model's whole budget in training tokens:
+    Exp 2's pretraining steps (at its batch size) plus the fine-tuning steps."""
+    pre = {**preset["samsum"], **preset["rawtext"]}  # exp2_pretraining's settings
+    cfg = exp5_settings(preset)
+    return round(pre["max_steps"] * pre["batch_tokens"] / cfg["batch_tokens"]) + cfg["max_steps"]
+
+
+def exp5_subsets(train, fractions: list[float], seed: int = 0) -> dict:
+    """The nested training subsets of Exp 5: the first ``fraction`` of one seeded shuffle of the training
+    dialogues (so the 10% subset lies inside every larger one), kept in the corpus order."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    return {f: train.select(np.sort(order[: max(1, round(f * len(train)))])) for f in fractions}
+
+
+def exp5_plan(cfg: dict, seed: int = 0) -> list[tuple[float, str, int]]:
+    """``(fraction, variant, seed)`` of every Exp 5 run: each fraction's variants (the section's
+    ``variants`` by fraction; all of them when it names none) at ``seed``; at the smallest fraction,
+    ``scratch`` and ``transfer`` also at every other seed of ``seeds`` (the noise estimate)."""
+    everything = [*TRANSFER_VARIANTS, EQUAL_COMPUTE]
+    plan = []
+    for f in cfg["fractions"]:
+        variants = cfg.get("variants", {}).get(str(f), everything)
+        unknown = sorted(set(variants) - set(everything))
+        if unknown:
+            raise ValueError(
+                f"the transfer preset names unknown variants {unknown} at fraction {f}; allowed: {everything}"
+            )
+        plan += [(f, v, seed) for v in variants]
+        if f == min(cfg["fractions"]):
+            extra = [s for s in cfg["seeds"] if s != seed]
+            plan += [(f, v, s) for s in extra for v in ("scratch", "transfer") if v in variants]
+    return plan
+
+
+def exp5_model(
+    variant: str,
+    fraction: float,
+    seed: int,
+    *,
+    pretraining: CourseModel,
+    pre_history: History,
+    subset,
+    samsum: DatasetDict,
+    preset_name: str,
+    preset: dict,
+    tokenizer,
+    data_seed: int = 0,
+    device: str = "auto",
+) -> CourseModel:
+    """One Exp 5 fine-tuning run: ``variant``'s initial model (``transfer_model``) on ``subset`` (the
+    ``fraction`` drawn with ``data_seed``), checkpointed as ``exp5-<variant>-<fraction>-seed<seed>``.
+
+    Its data tag names the pretraining run (steps and best loss), so a new pretraining never reuses a
+    fine-tuned checkpoint of the old one; ``EQUAL_COMPUTE`` trains ``equal_compute_steps``.
+    """
+    cfg = exp5_settings(preset)
+    dec_model = pretraining.model
+    lengths = (cfg["max_source_len"], cfg["max_target_len"], cfg["max_new_tokens"])
+    max_len = max(dec_model.config.max_len, *lengths)
+    model = transfer_model(variant, dec_model, seed=seed, max_len=max_len)
+    steps = equal_compute_steps(preset) if variant == EQUAL_COMPUTE else cfg["max_steps"]
+    pre_tag = f"exp2:{len(pre_history)}steps:{pre_history.best_val_loss():.5f}"
+    config = train_config(
+        cfg,
+        name=f"exp5-{variant}-{fraction:g}-seed{seed}",
+        preset=preset_name,
+        data=f"samsum-frac{fraction:g}-seed{data_seed}:{variant}:{pre_tag}",
+        tokenizer=tokenizer,
+        seed=seed,
+        device=device,
+        max_steps=steps,
+    )
+    data = DatasetDict({"train": subset, "validation": samsum["validation"], "test": samsum["test"]})
+    return CourseModel(model, data, {}, config)

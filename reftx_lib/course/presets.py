@@ -115,16 +115,27 @@ _SCALING = _by_preset(
 
 # Exp 5: transfer from raw-text pretraining, fine-tuned at two data fractions. The pretrained model, its size
 # and its steps are Exp 2's run (the "rawtext" section); this section sets only the fine-tuning.
-# ``variants`` (by str(fraction); empty: all) limits which initializations run at a fraction.
+# ``variants`` (by str(fraction); empty: all of TRANSFER_VARIANTS and the equal-compute control) limits which
+# initializations run at a fraction; at the smallest fraction scratch and transfer run at every seed of
+# ``seeds`` (the noise estimate). full leaves out transfer_random_cross (the cpu run answers it) so that
+# the notebook fits its hour: 10 runs of 600 steps and two equal-compute runs of 1800.
+_FULL_VARIANTS = {
+    "0.1": ["scratch", "transfer", "encoder_only", "decoder_only", "embedding_only", "scratch_equal_compute"],
+    "1.0": ["scratch", "transfer", "scratch_equal_compute"],
+}
 _TRANSFER = _by_preset(
     #                 smoke       cpu         full        gpu
     finetune_steps=  (20,         150,        600,        2000),
     fractions=       ([0.1, 1.0], [0.1, 1.0], [0.1, 1.0], [0.1, 1.0]),
+    seeds=           ([0, 1],     [0, 1],     [0, 1],     [0, 1]),
     batch_tokens=    (2048,       2048,       2048,       32768),
     n_test=          (8,          50,         200,        819),
     eval_batches=    (2,          10,         20,         None),
     eval_every=      (10,         25,         50,         250),
-    variants=        ({},         {"1.0": ["scratch", "transfer"]}, {}, {}),
+    variants=        ({"1.0": ["scratch", "transfer"]},
+                      {"1.0": ["scratch", "transfer", "scratch_equal_compute"]},
+                      _FULL_VARIANTS,
+                      {}),
 )
 # fmt: on
 

@@ -184,6 +184,33 @@ def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, fl
     return {key: 100 * value / len(predictions) for key, value in totals.items()}
 
 
+def score_summaries(
+    model: ReferenceTransformer,
+    test,
+    tokenizer,
+    num_beams: int,
+    max_new_tokens: int,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Decode every test dialogue and score it: ROUGE, the share of distinct summaries and the first
+    summary as a sample. The one scoring that compares many runs (a size ladder, transfer variants),
+    so that every run of a comparison is decoded and scored the same way."""
+    predictions = generate_summaries(
+        model,
+        test,
+        tokenizer,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        progress=False,
+    )
+    return {
+        **compute_rouge(predictions, test["summary"]),
+        "distinct_share": summary_diversity(predictions)["distinct_share"],
+        "sample": predictions[0],
+    }
+
+
 def longest_3(dialogue: str) -> str:
     """The LONGEST-3 baseline of Gliwa et al. (2019): the three longest utterances, in dialogue order."""
     lines = [line.strip() for line in dialogue.splitlines() if line.strip()]

@@ -210,18 +210,6 @@ class History(list):
 FLAT = 0.02  # a curve whose last quarter improves the validation loss by less than 2% has flattened
 
 
-def flattening_report(histories: dict[str, History]) -> str:
-    """One line per model: its last-quarter improvement, and a mark on any that has not flattened."""
-    lines = []
-    for name, history in histories.items():
-        gain = history.last_quarter_improvement()
-        mark = "flattened" if history.flattened() else "NOT FLATTENED: train longer"
-        if math.isnan(gain):
-            mark = "unknown: no evaluation before the last quarter"
-        lines.append(f"{name}: validation loss fell {gain:.1%} over the last quarter of its steps ({mark})")
-    return "\n".join(lines)
-
-
 def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Multiplier on the base LR: linear warmup to 1, then cosine decay to ``min_ratio``."""
     if step < warmup:
