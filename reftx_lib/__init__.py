@@ -7,7 +7,12 @@ from .analysis.transfer import convert_decoder_only_to_encoder_decoder
 from .constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 from .model.config import MODEL_PRESETS, ModelConfig
 from .model.generation import generate
-from .model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from .model.transformer import (
+    BaseLanguageModel,
+    ReferenceDecoderOnly,
+    ReferencePrefixLM,
+    ReferenceTransformer,
+)
 
 __all__ = [
     "BOS_ID",
@@ -18,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "BaseLanguageModel",
     "ReferenceDecoderOnly",
+    "ReferencePrefixLM",
     "ReferenceTransformer",
     "generate",
     "convert_decoder_only_to_encoder_decoder",

@@ -383,3 +383,16 @@ def test_explorer_on_precomputed_records(encdec, tok, rows):
     explorer.example.value = 1
     explorer.kind.value = "encoder"
     np.testing.assert_allclose(explorer.current_matrix(), records[1].attention("encoder")[0].mean(0))
+
+
+def test_corpus_contrast_does_not_count_an_effect_that_only_the_untrained_control_makes():
+    def stats(mono):
+        return {"entropy": 0.9, "monotonicity": mono, "query_dependence": 0.1}
+
+    untrained = {"samsum": stats(-0.30), "rawtext": stats(0.0)}  # random weights: SAMSum far less monotone
+    seeds = [stats(0.0), stats(0.01)]
+    table = corpus_contrast(stats(-0.01), stats(0.0), untrained, seeds)  # trained: SAMSum slightly *less*
+    assert table.loc["monotonicity", "effect of training"] == pytest.approx(0.29)
+    assert table.loc["monotonicity", "verdict"].startswith("cannot decide: only the untrained control")
+    real = corpus_contrast(stats(0.2), stats(0.0), untrained, seeds)
+    assert real.loc["monotonicity", "verdict"] == "as hypothesised"

@@ -5,8 +5,10 @@ renders them and sends a changed control back to the kernel. The test starts
 JupyterLab on 127.0.0.1 with a token in a temporary root, writes a small demo
 notebook (a tiny random model; the course notebook comes later), runs it through
 the Lab menu, changes the head dropdown and checks that the heat map image changed.
-A screenshot goes to the test's temporary folder; with ``REFTX_UPDATE_SCREENSHOT=1`` it replaces
-``figures/exp3_explorer_browser.png``, so running the tests never changes a committed file.
+A screenshot goes to the test's temporary folder; with ``REFTX_UPDATE_SCREENSHOT=1`` the demo notebook
+shows the trained SAMSum baseline of the ``full`` preset instead (its finished checkpoint must exist:
+run notebook 01 at ``full`` first) and the screenshot replaces ``figures/exp3_explorer_browser.png``,
+so running the tests never changes a committed file and the committed picture shows a course model.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``): ``playwright install``
 cannot download a browser here, so Playwright drives ``/usr/bin/chromium``.
@@ -83,12 +85,32 @@ DEMO_EXPLORER = """\
 explorer = AttentionExplorer({"tiny random model": (model, rows, tok)})
 explorer.widget
 """
+# The screenshot's setup: the course's trained SAMSum baseline (full preset) on three test dialogues.
+TRAINED_SETUP = """\
+from reftx_lib.analysis.attention.explorer import AttentionExplorer
+from reftx_lib.course.experiments import samsum_baseline
+from reftx_lib.course.presets import get_preset
+from reftx_lib.data.tokenizer import load_tokenizer
+
+preset = get_preset("full")
+tok = load_tokenizer(preset["data"]["vocab_size"])
+course = samsum_baseline("full", preset, tok)
+history = course.fit()  # the finished checkpoint: loaded, not trained
+model, rows = course.model.eval(), course.data["test"]["input_ids"][:3]
+"""
+TRAINED_EXPLORER = """\
+# NBVAL_IGNORE_OUTPUT
+explorer = AttentionExplorer({f"SAMSum baseline (full preset, {len(history)} steps)": (model, rows, tok)})
+explorer.widget
+"""
 
 
-def write_demo_notebook(path: Path) -> Path:
-    """A two-cell notebook that builds an ``AttentionExplorer`` on a tiny random encoder-decoder."""
+def write_demo_notebook(path: Path, trained: bool = False) -> Path:
+    """A two-cell notebook that builds an ``AttentionExplorer`` on a tiny random encoder-decoder, or with
+    ``trained`` on the course's trained SAMSum baseline."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(DEMO_SETUP), nbformat.v4.new_code_cell(DEMO_EXPLORER)]
+    setup, explorer = (TRAINED_SETUP, TRAINED_EXPLORER) if trained else (DEMO_SETUP, DEMO_EXPLORER)
+    nb.cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(explorer)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
@@ -121,7 +143,12 @@ def jupyterlab(tmp_path):
     """
     root = tmp_path / "root"
     root.mkdir()
-    write_demo_notebook(root / "demo.ipynb")
+    trained = os.environ.get("REFTX_UPDATE_SCREENSHOT") == "1"
+    if trained and not (REPO / "checkpoints" / "full" / "samsum-baseline" / "last.pt").is_file():
+        pytest.fail(
+            "REFTX_UPDATE_SCREENSHOT=1 needs the full SAMSum baseline: run notebook 01 at --preset full"
+        )
+    write_demo_notebook(root / "demo.ipynb", trained=trained)
     settings = {  # no news toast over the screenshot; no "Select Kernel" dialog when kernelspecs load late
         "apputils-extension/notification": {"fetchNews": "false"},
         "notebook-extension/tracker": {"autoStartDefaultKernel": True},

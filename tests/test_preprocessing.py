@@ -74,6 +74,14 @@ def test_midpoint_and_documents_supervise_identical_targets(tok, docs):
     assert mid_stats["supervised_tokens"] == sum(mid["target_len"][:])
 
 
+def test_prefix_rows_are_the_midpoint_rows_after_a_bos(tok, docs):
+    mid, mid_stats = encode_midpoint(docs, tok, max_doc_tokens=64, min_doc_tokens=8)
+    pre, pre_stats = encode_midpoint(docs, tok, max_doc_tokens=64, min_doc_tokens=8, bos=True)
+    assert [[BOS_ID] + r for r in mid["input_ids"][:]] == pre["input_ids"][:]
+    assert pre["source_len"][:] == mid["source_len"][:] and pre["target_len"][:] == mid["target_len"][:]
+    assert pre_stats["supervised_tokens"] == mid_stats["supervised_tokens"]
+
+
 def test_chunks_cover_documents_and_short_ones_are_counted(tok, docs):
     mid, stats = encode_midpoint(docs, tok, max_doc_tokens=64, min_doc_tokens=8)
     encoded = {i: tok.encode(t) for i, t in zip(docs["id"][:], docs["text"][:])}

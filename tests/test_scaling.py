@@ -113,3 +113,63 @@ def test_ladder_entries():
     assert size_overrides(spec) == ("tiny", {"d_model": 96, "n_layers": 2, "n_heads": 4})
     with pytest.raises(ValueError, match="name"):
         size_name({"d_model": 96})
+
+
+def test_alpha_interval_includes_zero_exactly_when_the_report_says_no_scaling():
+    import pandas as pd
+
+    from reftx_lib.analysis.scaling import alpha_interval, fit_report
+
+    table = pd.DataFrame(
+        {
+            "params_non_embedding": [1e4, 1e5, 1e6],
+            "best_val_loss": [5.0, 4.9, 4.8],
+            "best_val_ppl": [1, 1, 1],
+        },
+        index=["a", "b", "c"],
+    ).assign(best_val_loss_std=0.05)
+    clear = fit_power_law(*synthetic([1e4, 1e5, 1e6], e=0.0, alpha=0.25, seeds=2, noise=0.005))
+    lo, hi = alpha_interval(clear)
+    assert 0 < lo < 0.25 < hi
+    assert "Scaling measured" in fit_report(clear, table)
+    flat = fit_power_law(*synthetic([1e4, 1e5, 1e6], e=0.0, a=5.0, alpha=0.0, seeds=2, noise=0.05))
+    lo, hi = alpha_interval(flat)
+    assert lo < 0 < hi
+    assert "no scaling was measured" in fit_report(flat, table)
+    exact = fit_power_law(*synthetic([1e4, 1e6], e=0.0, alpha=0.5))  # no residual: no interval
+    assert all(math.isnan(v) for v in alpha_interval(exact))
+    assert "do not measure an exponent" in fit_report(exact, table)
+
+
+def test_compute_frontier_names_the_lowest_curve_at_each_budget():
+    import pandas as pd
+
+    from reftx_lib.analysis.scaling import compute_frontier
+
+    small = pd.DataFrame({"flops": [1e9, 1e10, 1e11], "loss": [5.0, 4.0, 3.8]})
+    big = pd.DataFrame({"flops": [1e10, 1e11, 1e12], "loss": [5.0, 3.7, 3.0]})
+    frontier, segments = compute_frontier({"small": small, "big": big}, points=61)
+    assert [s[0] for s in segments] == ["small", "big"]  # small is cheaper early, big wins late
+    assert segments[0][1] == pytest.approx(1e9) and segments[-1][2] == pytest.approx(1e12)
+    assert frontier.iloc[0] == pytest.approx(5.0) and frontier.iloc[-1] == pytest.approx(3.0)
+    assert (frontier.diff().dropna() <= 1e-12).all()  # the best loss so far never rises with budget
+
+
+def test_returns_report_tells_shrinking_from_growing_returns_and_data_limits():
+    import pandas as pd
+
+    from reftx_lib.analysis.scaling import returns_report
+
+    n = [1e4, 1e4, 1e5, 1e5, 1e6, 1e6]
+    shrinking = gain_per_doubling(n, [5.0, 5.0, 4.0, 4.0, 3.7, 3.7])
+    growing = gain_per_doubling(n, [5.0, 5.0, 4.9, 4.9, 4.0, 4.0])
+    rouge = gain_per_doubling(n, [1, 1, 2, 2, 3, 3], lower_is_better=False)
+    table = pd.DataFrame(
+        {"params_non_embedding": [1e4, 1e5, 1e6], "gap": [0.0, 0.1, 0.3], "epochs": [5.0] * 3},
+        index=list("abc"),
+    )
+    labels = ["a→b", "b→c"]
+    assert "shrinks" in returns_report(shrinking, rouge, labels, table)
+    assert "grows" in returns_report(growing, rouge, labels, table)
+    assert "data-limited." in returns_report(shrinking, rouge, labels, table)
+    assert "No size is data-limited" in returns_report(shrinking, rouge, labels, table.assign(epochs=0.5))

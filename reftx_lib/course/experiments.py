@@ -1,6 +1,6 @@
 """The few setup steps every experiment shares: data at a preset's size, a model by name, a train config,
 and the course's named models (``CourseModel``): the SAMSum baseline, Exp 1's three raw-text models,
-Exp 2's pretrained decoder-only model and Exp 5's fine-tuning runs.
+Exp 2's pretrained decoder-only model, Exp 4's ladder and Exp 5's fine-tuning runs.
 
 Notebooks and the command line call these so that "the SAMSum baseline" or
 "the raw-text midpoint split" means the same thing everywhere: a notebook that needs a
@@ -15,17 +15,23 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
+from ..analysis.scaling import SizeSpec, size_name, size_overrides
 from ..analysis.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
 from ..data.corpora import load_corpus
 from ..data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
 from ..data.tokenizer import tokenizer_info
 from ..model.config import ModelConfig
-from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from ..model.transformer import (
+    BaseLanguageModel,
+    ReferenceDecoderOnly,
+    ReferencePrefixLM,
+    ReferenceTransformer,
+)
 from ..paths import checkpoint_dir
 from ..train.trainer import History, TrainConfig, fit
 
-MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly}
-RAWTEXT_MODES = ("midpoint", "documents", "blocks")
+MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly, "prefixlm": ReferencePrefixLM}
+RAWTEXT_MODES = ("midpoint", "prefix", "documents", "blocks")
 
 
 def samsum_data(cfg: dict, tokenizer) -> tuple[DatasetDict, dict]:
@@ -42,6 +48,7 @@ def rawtext_data(cfg: dict, tokenizer, mode: str) -> tuple[DatasetDict, dict]:
     """The textbooks corpus in one of three layouts, on the preset's document subset.
 
     ``midpoint``: the seed's ``first half [SEP] second half`` rows (encoder-decoder);
+    ``prefix``: the same rows after a ``[BOS]`` (the prefix LM);
     ``documents``: the same chunks as whole ``[BOS] doc [EOS]`` rows (decoder-only,
     exactly comparable); ``blocks``: documents concatenated into fixed-length blocks
     (decoder-only pretraining, no padding).
@@ -59,8 +66,9 @@ def rawtext_data(cfg: dict, tokenizer, mode: str) -> tuple[DatasetDict, dict]:
     )
     if mode == "blocks":
         return encode_blocks(ds, tokenizer, block_size=cfg["block_size"])
-    encode = encode_midpoint if mode == "midpoint" else encode_documents
-    return encode(ds, tokenizer, max_doc_tokens=cfg["max_doc_tokens"])
+    if mode == "documents":
+        return encode_documents(ds, tokenizer, max_doc_tokens=cfg["max_doc_tokens"])
+    return encode_midpoint(ds, tokenizer, max_doc_tokens=cfg["max_doc_tokens"], bos=mode == "prefix")
 
 
 def build_model(kind: str, size: str, vocab_size: int, seed: int = 0, **overrides) -> BaseLanguageModel:
@@ -153,11 +161,14 @@ def samsum_baseline(
 
 
 # Exp 1's models: name -> (model kind, raw-text layout, checkpoint name). The encoder-decoder reads
-# midpoint rows; both decoder-only models read the same chunks whole. Exp 3 analyses the first.
+# midpoint rows; both decoder-only models read the same chunks whole; the prefix LM (the decoder-only
+# weights reading the first half bidirectionally) reads the midpoint rows after a [BOS] and, like the
+# encoder-decoder, learns only the second half. Exp 3 analyses the first.
 EXP1_RUNS = {
     "encdec": ("encdec", "midpoint", "exp1-encdec-midpoint"),
     "deconly": ("deconly", "documents", "exp1-deconly-documents"),
     "deconly_matched": ("deconly", "documents", "exp1-deconly-documents-matched"),
+    "prefix_lm": ("prefixlm", "prefix", "exp1-prefixlm-midpoint"),
 }
 
 
@@ -237,6 +248,39 @@ def exp2_pretraining(preset_name: str, preset: dict, tokenizer, device: str = "a
         device=device,
     )
     return CourseModel(model, data, stats, config)
+
+
+def exp4_settings(preset: dict) -> dict:
+    """Exp 4's settings: the SAMSum baseline's lr, warm-up, dropout, length caps and beams, with the
+    scaling section's ladder, seeds, steps, batch and evaluation."""
+    return {**preset["samsum"], **preset["scaling"]}
+
+
+def exp4_model(
+    size: SizeSpec,
+    seed: int,
+    preset_name: str,
+    preset: dict,
+    tokenizer,
+    encoded: tuple[DatasetDict, dict],
+    device: str = "auto",
+) -> CourseModel:
+    """One rung of Exp 4's ladder: the SAMSum baseline's encoder-decoder at ``size`` (a MODEL_PRESETS
+    name or explicit widths), checkpointed as ``exp4-<size>-seed<seed>``; ``encoded`` is SAMSum from
+    ``samsum_data``, shared by every rung."""
+    cfg = exp4_settings(preset)
+    base, overrides = size_overrides(size)
+    model = build_model("encdec", base, len(tokenizer), seed=seed, dropout=cfg["dropout"], **overrides)
+    config = train_config(
+        cfg,
+        name=f"exp4-{size_name(size)}-seed{seed}",
+        preset=preset_name,
+        data=f"samsum-src{cfg['max_source_len']}-tgt{cfg['max_target_len']}",
+        tokenizer=tokenizer,
+        seed=seed,
+        device=device,
+    )
+    return CourseModel(model, *encoded, config)
 
 
 def exp5_settings(preset: dict) -> dict:

@@ -177,11 +177,15 @@ HEADLINES: dict[str, list[tuple]] = {
     ],
     "exp4": [
         ("fitted exponent", "fit.alpha"),
-        ("± (1 s.d.)", "fit.alpha_std"),
+        ("95% interval from", "fit.alpha_lo95"),
+        ("to", "fit.alpha_hi95"),
         ("largest R-1", "largest.rouge1"),
     ],
     "exp5": [
-        ("val-loss gain from pretraining (100%)", "headline.val_loss_gain_full"),
+        ("val-loss gain from pretraining (10%)", "headline.val_loss_gain_smallest"),
+        ("(100%)", "headline.val_loss_gain_full"),
+        ("transfer vs equal-compute scratch (100%)", "headline.transfer_vs_equal_compute_full"),
+        ("seed noise", "headline.seed_noise"),
         ("R-1 scratch (100%)", "rouge1.scratch.1.0"),
         ("R-1 transfer (100%)", "rouge1.transfer.1.0"),
     ],

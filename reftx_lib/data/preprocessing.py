@@ -124,10 +124,13 @@ def _finish_stats(out: Dataset, stats: Stats, supervised: np.ndarray) -> Stats:
 
 
 def encode_midpoint(
-    ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16
+    ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16, bos: bool = False
 ) -> tuple[Data, Stats | dict[str, Stats]]:
     """Encode documents as midpoint-split rows ``source <sep> target <eos>``.
 
+    ``bos=True`` starts every row with ``<bos>``: the prefix LM's reading of the same split (a
+    decoder-only stack needs a first input to predict from; the encoder-decoder's decoder gets its
+    ``<bos>`` from the shift instead). Source and target, and so the supervised tokens, do not change.
     Defaults give rows of at most 512 tokens (510 + sep + eos). Columns: ``input_ids``,
     ``source_len``, ``target_len`` (target tokens + eos, the supervised count) and
     ``doc_id``. Stats: documents, chunks, dropped_short, dropped_short_tokens, input_tokens,
@@ -140,7 +143,7 @@ def encode_midpoint(
         def split(batch: dict[str, list]) -> dict[str, list]:
             halves = [len(c) // 2 for c in batch["chunk"]]
             return {
-                "input_ids": [midpoint_split(c) for c in batch["chunk"]],
+                "input_ids": [[BOS_ID] * bos + midpoint_split(c) for c in batch["chunk"]],
                 "source_len": halves,
                 "target_len": [len(c) - h + 1 for c, h in zip(batch["chunk"], halves)],
             }

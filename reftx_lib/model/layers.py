@@ -89,6 +89,14 @@ def key_padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (ids != pad_id)[:, None, None, :]
 
 
+def prefix_lm_mask(prefix_len: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, 1, T, T) bool for a prefix LM: query i may attend to key j if j is in its row's prefix
+    (j < prefix_len) or j <= i. The prefix is read bidirectionally, like an encoder's input; the rest
+    stays causal. Right padding lies after the prefix, so no real token sees it."""
+    keys = torch.arange(t, device=prefix_len.device)
+    return (keys[None, :] < prefix_len[:, None])[:, None, None, :] | causal_mask(t, prefix_len.device)
+
+
 def combined_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, 1, T, T) bool: causal AND not padding, for a padded causal self-attention."""
     return causal_mask(ids.size(1), ids.device) & key_padding_mask(ids, pad_id)
@@ -262,15 +270,21 @@ class DecoderLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         need_weights: bool = False,
         cache: dict[str, KVCache] | None = None,
+        self_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x (B, T, D), memory (B, S, D) -> (B, T, D), self weights (B, H, T, T'), cross weights (B, H, T, S).
 
         Right padding needs no self-attention mask: under the causal mask a real
-        token only sees earlier positions, which are never padding.
+        token only sees earlier positions, which are never padding. ``self_mask`` (bool, broadcastable
+        to (B, H, T, T'), True = may attend) replaces the causal mask: a prefix LM's (``prefix_lm_mask``).
         """
         self_cache = cache.setdefault("self", {}) if cache is not None else None
+        causal = self_mask is None
         x, self_w = self.self_block(
-            x, lambda h: self.self_attn(h, is_causal=True, need_weights=need_weights, cache=self_cache)
+            x,
+            lambda h: self.self_attn(
+                h, mask=self_mask, is_causal=causal, need_weights=need_weights, cache=self_cache
+            ),
         )
         cross_w = None
         if self.cross_attn is not None:

@@ -28,6 +28,7 @@ from .layers import (
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
     key_padding_mask,
+    prefix_lm_mask,
 )
 from .loss import cross_entropy, fused_head_cross_entropy, fused_loss_applies
 
@@ -356,14 +357,24 @@ class ReferenceDecoderOnly(BaseLanguageModel):
     def _stacks(self) -> list[nn.ModuleList]:
         return [self.layers]
 
-    def _decode(self, ids, caches=None, offset=0, need_weights=False):
-        """Final hidden states (B, T, D), before the output head, and the attention weights."""
+    def _decode(self, ids, caches=None, offset=0, need_weights=False, self_mask=None):
+        """Final hidden states (B, T, D), before the output head, and the attention weights.
+
+        ``self_mask`` (B, 1, T, S) replaces the causal mask (a prefix LM's); None keeps it causal."""
         x = self._embed(ids, offset)  # (B, T, D)
         attentions = []
         for i, layer in enumerate(self.layers):
-            x, w, _ = layer(x, need_weights=need_weights, cache=None if caches is None else caches[i])
+            cache = None if caches is None else caches[i]
+            x, w, _ = layer(x, need_weights=need_weights, cache=cache, self_mask=self_mask)
             attentions.append(w)
         return self.norm(x), attentions
+
+    def _attention_and_labels(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None, check: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The self-attention mask (None: causal) and the labels the loss may see: a GPT reads every row
+        causally and predicts every next token."""
+        return None, labels
 
     def forward(
         self,
@@ -385,7 +396,8 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         """
         if check_ids:
             self._check_ids(input_ids, "input_ids")
-        hidden, attentions = self._decode(input_ids, need_weights=return_attention)
+        self_mask, labels = self._attention_and_labels(input_ids, labels, check_ids)
+        hidden, attentions = self._decode(input_ids, need_weights=return_attention, self_mask=self_mask)
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy all (B, T, V)
         # of them, and its backward would zero-fill and copy a gradient just as large.
         next_labels = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
@@ -424,6 +436,74 @@ class ReferenceDecoderOnly(BaseLanguageModel):
         else:
             hidden = self._decode(new, state["caches"], offset=past)[0]
         return self.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
+
+
+class ReferencePrefixLM(ReferenceDecoderOnly):
+    """A decoder-only model that reads its source like an encoder: a prefix LM (Raffel et al. 2020, T5's
+    "prefix LM"; Dong et al. 2019, UniLM).
+
+    It has exactly the decoder-only model's weights, and reads packed rows ``[BOS] source [SEP] target
+    [EOS]``: every position attends to the whole prefix (up to and including the first SEP), in both
+    directions, and causally to the target; only target tokens are predicted (a prediction inside the
+    prefix could see its answer). It sits between the two architectures of Exp 1: the encoder-decoder's
+    view of the source, the decoder-only model's single stack and parameter count.
+
+    >>> model = ReferencePrefixLM.from_preset("tiny", vocab_size=8192)
+    >>> out = model(rows, labels=rows)   # loss over the tokens after each row's SEP
+    """
+
+    def prefix_lengths(self, ids: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """(B,) the length of each row's prefix: up to and including its first SEP."""
+        is_sep = ids == self.config.sep_token_id
+        if check:
+            missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
+            if missing:
+                raise ValueError(
+                    f"prefix-LM rows {missing[:10]} have no SEP token (id {self.config.sep_token_id}); "
+                    "pack each row as [BOS] + source + [SEP] + target + [EOS] (layout 'prefix')"
+                )
+        return is_sep.int().argmax(dim=1) + 1
+
+    def _attention_and_labels(self, input_ids, labels, check):
+        prefix = self.prefix_lengths(input_ids, check)  # (B,)
+        if labels is not None:
+            in_prefix = torch.arange(input_ids.size(1), device=input_ids.device)[None, :] < prefix[:, None]
+            labels = labels.masked_fill(in_prefix, IGNORE_INDEX)  # (B, T): predicted only after SEP
+        return prefix_lm_mask(prefix, input_ids.size(1)), labels
+
+    def training_inputs(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows (B, L) checked on the host, SEP included; ``forward`` masks the prefix's labels."""
+        self._check_ids(ids, "input_ids")
+        self.prefix_lengths(ids)
+        return {"input_ids": ids, "labels": ids}
+
+    def counted_targets(self, ids: torch.Tensor) -> int:
+        """Tokens the loss counts in packed rows (B, L): the target after each SEP, as the encoder-decoder."""
+        return packing.counted_targets(ids, self.config.sep_token_id, self.config.pad_token_id)
+
+    def _init_state(self, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch.Tensor]:
+        """The whole prompt is the prefix: read bidirectionally once, then every new token causally."""
+        state, first = super()._init_state(input_ids, use_cache)
+        state["prefix"] = input_ids.size(1)
+        return state, first
+
+    def _next_logits(self, state: dict, new: torch.Tensor) -> torch.Tensor:
+        past = state["seq"].size(1)
+        state["seq"] = torch.cat([state["seq"], new], dim=1)
+        if state["seq"].size(1) > self.config.max_len:
+            raise ValueError(
+                f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
+                "or shorten the prompt"
+            )
+        prefix = torch.full((new.size(0),), state["prefix"], device=new.device)  # (B,)
+        if state["caches"] is None:  # the whole sequence again, prefix bidirectional
+            seq = state["seq"]
+            hidden = self._decode(seq, self_mask=prefix_lm_mask(prefix, seq.size(1)))[0]
+        elif past == 0:  # the prompt: its keys and values are cached as the prefix saw them
+            hidden = self._decode(new, state["caches"], self_mask=prefix_lm_mask(prefix, new.size(1)))[0]
+        else:  # tokens after the prefix see everything before them: causal
+            hidden = self._decode(new, state["caches"], offset=past)[0]
+        return self.lm_head(hidden[:, -1])  # (B, V)
 
 
 class ReferenceTransformer(BaseLanguageModel):

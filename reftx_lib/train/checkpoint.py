@@ -33,11 +33,17 @@ from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_model as save_weights
 
 from ..model.config import ModelConfig
-from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from ..model.transformer import (
+    BaseLanguageModel,
+    ReferenceDecoderOnly,
+    ReferencePrefixLM,
+    ReferenceTransformer,
+)
 
 MODEL_CLASSES: dict[str, type[BaseLanguageModel]] = {
     "ReferenceTransformer": ReferenceTransformer,
     "ReferenceDecoderOnly": ReferenceDecoderOnly,
+    "ReferencePrefixLM": ReferencePrefixLM,
 }
 FORMAT = "reftx-checkpoint-2"  # safetensors weights + a weights_only state file
 

@@ -396,7 +396,9 @@ def corpus_contrast(
     ``untrained`` maps ``samsum`` / ``rawtext`` to an untrained model's ``cross_headlines``. The effect of
     training is the trained difference minus the untrained one (which comes from the corpora's lengths and
     shapes alone); a statistic supports the hypothesis only when that effect has the hypothesised sign and
-    exceeds twice the spread between raw-text seeds. One seed gives no spread: the verdict then says so.
+    exceeds twice the spread between raw-text seeds, and the trained models themselves differ in that
+    direction too: an effect that only the untrained control's difference creates is not counted. One
+    seed gives no spread: the verdict then says so.
     """
     rows = {}
     for stat, sign in HYPOTHESIS_SIGN.items():
@@ -409,6 +411,8 @@ def corpus_contrast(
             verdict = "cannot decide: one seed, no noise estimate"
         elif abs(effect) <= 2 * spread:
             verdict = "within noise"
+        elif effect * sign > 0 and trained * sign <= 0:
+            verdict = "cannot decide: only the untrained control's difference makes the effect"
         else:
             verdict = "as hypothesised" if effect * sign > 0 else "opposite to the hypothesis"
         rows[stat] = {
