@@ -130,3 +130,37 @@ class _Tok:
 
     def __len__(self):
         return 64
+
+
+def test_a_prediction_holds_only_when_every_seed_agrees():
+    from reftx_lib.analysis.verdicts import ONE_SEED, prediction_table, range_verdict
+
+    assert range_verdict([2.1, 2.5], 2.0, 3.0) == "holds"
+    assert range_verdict([1.1, 1.9], 2.0, 3.0) == "fails"
+    assert range_verdict([1.9, 2.1], 2.0, 3.0) == "cannot decide: seeds disagree"
+    predictions = {"ppl": ("perplexity", (2.0, 3.0)), "params": ("parameters", (0.9, 1.1))}
+    table = prediction_table(predictions, {"ppl": 1.95, "params": 1.37}, {"ppl": [1.99, 1.92]})
+    assert list(table["verdict"]) == ["fails", "fails"]
+    assert list(table["seed range"]) == ["1.92–1.99", "one value"]
+    assert list(table["direction (enc-dec worse/slower/bigger)"]) == ["yes", "yes"]
+    single = prediction_table(predictions, {"ppl": 2.5, "params": 1.0}, {"ppl": [2.5]})
+    assert list(single["verdict"]) == ["holds" + ONE_SEED, "holds"]  # params is one value by nature
+
+
+def test_continuations_batch_prompts_by_length_and_keep_their_order():
+    from reftx_lib import ReferenceDecoderOnly
+    from reftx_lib.train.evaluation import continuation_quality, continue_texts
+
+    class Ids:  # a tokenizer stand-in: token ids as words
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(str(i) for i in ids)
+
+    torch.manual_seed(0)
+    model = ReferenceDecoderOnly(**{**ModelConfig.from_dict(TINY).to_dict()})
+    prompts = [[1, 5, 6], [1, 7], [1, 8, 9]]
+    texts = continue_texts(model, prompts, Ids(), max_new_tokens=4)
+    for prompt, text in zip(prompts, texts):  # each equals the prompt's own greedy continuation
+        alone = model.generate(torch.tensor([prompt]), max_new_tokens=4)[0].tolist()
+        assert text == " ".join(str(i) for i in alone)
+    quality = continuation_quality(["a b c d a b c d", "e f"])
+    assert quality["words per continuation"] == 5 and 0 < quality["repetition rate (4-grams)"] < 1

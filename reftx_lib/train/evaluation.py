@@ -299,6 +299,44 @@ def rouge_trend(rows: list[dict], target: float, key: str = "rouge1") -> dict[st
 
 
 # ------------------------------------------------- automatic proxies for generated text
+@torch.no_grad()
+def continue_texts(
+    model: BaseLanguageModel,
+    prompts: list[list[int]],
+    tokenizer,
+    max_new_tokens: int,
+    device: torch.device | str = "cpu",
+    **options,
+) -> list[str]:
+    """The decoded continuation of every prompt (a token list): the prompt itself for a decoder-only model,
+    the source for an encoder-decoder. Prompts of one length form one batch, in order of length, because a
+    decoder-only model takes no padded prompt; ``options`` go to ``generate`` (a seeded ``generator``
+    is drawn from batch by batch, so the same seed gives the same texts)."""
+    device = resolve_device(device)
+    model.to(device).eval()
+    by_length: dict[int, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    out: list[str] = [""] * len(prompts)
+    for n in sorted(by_length):
+        index = by_length[n]
+        batch = torch.tensor([prompts[i] for i in index], device=device)  # (B, n)
+        new = model.generate(batch, max_new_tokens=max_new_tokens, **options)  # (B, <= max_new_tokens)
+        for i, row in zip(index, new.tolist()):
+            out[i] = tokenizer.decode(row, skip_special_tokens=True)
+    return out
+
+
+def continuation_quality(texts: list[str]) -> dict[str, float]:
+    """The loop proxies of a set of continuations: their word 4-gram repetition rate, distinct-2 and mean
+    length in words (a model stuck in a loop repeats, a silent one writes nothing)."""
+    return {
+        "repetition rate (4-grams)": repetition_rate(texts, 4),
+        "distinct-2": distinct_n(texts, 2),
+        "words per continuation": sum(len(t.split()) for t in texts) / max(1, len(texts)),
+    }
+
+
 def _units(text_or_tokens) -> list:
     """Words of a string (split on whitespace), or the items of a token sequence as they are."""
     return text_or_tokens.split() if isinstance(text_or_tokens, str) else list(text_or_tokens)
