@@ -59,3 +59,22 @@ def test_readme_table_is_regenerated_between_markers(registry, tmp_path, monkeyp
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme)
+
+
+def test_verdicts_beside_supports_only_the_same_decision_as_the_reference_run(tmp_path, monkeypatch):
+    from reftx_lib.course import results
+    from reftx_lib.course.results import verdicts_beside
+
+    monkeypatch.setattr(results, "results_dir", lambda: tmp_path)
+    mine = {"a": "holds (one seed: no noise estimate)", "b": "fails", "c": "cannot decide: seeds disagree"}
+    assert set(verdicts_beside("exp9", "cpu", mine)["supported here"]) == {"unknown: no stored full verdict"}
+    (tmp_path / "exp9").mkdir()
+    stored = {"metrics": {"verdicts": {"a": "holds", "b": "holds", "c": "fails"}}, "provenance": {}}
+    (tmp_path / "exp9" / "full.json").write_text(json.dumps(stored))
+    table = verdicts_beside("exp9", "cpu", mine)
+    assert list(table["supported here"]) == [
+        "yes: the same decision",
+        "no: the full run decides otherwise",
+        "no: this run cannot decide it",
+    ]
+    assert set(verdicts_beside("exp9", "full", mine)["supported here"]) == {"this is the reference run"}

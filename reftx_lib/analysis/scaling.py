@@ -370,6 +370,16 @@ def per_size(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def scaling_verdict(fit: dict) -> str:
+    """The one decision Exp 4 stores: was scaling measured (the 95% interval of alpha lies above 0)?"""
+    lo, hi = alpha_interval(fit)
+    if not math.isfinite(lo):
+        return "cannot decide: no interval for alpha"
+    if lo <= 0 <= hi:
+        return "no scaling measured: the 95% interval of alpha includes 0"
+    return "scaling measured" if lo > 0 else "loss grows with size: alpha is below 0"
+
+
 def fit_report(fit: dict, table: pd.DataFrame, kaplan_alpha: float = 0.076) -> str:
     """The fit in sentences: the exponent with its 95% interval (and "no scaling measured" when the
     interval includes 0), the loss drop across the ladder against the seed spread, and the checks

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from ..paths import repo_root
@@ -123,6 +125,39 @@ def stored_results_table(
             f"| {preset} | " + " | ".join(cells) + f" | {p['device']} | {p['commit']} | {p['date']} |"
         )
     return "\n".join(lines)
+
+
+def _verdict_head(verdict: str) -> str:
+    """The decision a verdict states, without its numbers or caveats: "holds (one seed: ...)" -> "holds"."""
+    return re.split(r"[:(]", str(verdict))[0].strip()
+
+
+def verdicts_beside(
+    experiment: str, preset: str, verdicts: dict[str, str], reference: str = "full"
+) -> pd.DataFrame:
+    """The power check of a smaller run: each of this run's verdicts beside the stored ``reference``
+    run's (``metrics.verdicts`` of ``results/<experiment>/<reference>.json``).
+
+    A run supports a verdict only where it reaches the same decision as the reference run; where it
+    cannot decide, or decides otherwise, its budget is too small to show what the reference run shows.
+    """
+    stored = load_results(experiment, reference)
+    theirs = (stored or {}).get("metrics", {}).get("verdicts", {})
+    rows = {}
+    for name, mine in verdicts.items():
+        ref = theirs.get(name)
+        if preset == reference:
+            support = "this is the reference run"
+        elif ref is None:
+            support = f"unknown: no stored {reference} verdict"
+        elif _verdict_head(mine).startswith("cannot decide"):
+            support = "no: this run cannot decide it"
+        elif _verdict_head(mine) == _verdict_head(ref):
+            support = "yes: the same decision"
+        else:
+            support = f"no: the {reference} run decides otherwise"
+        rows[name] = {f"this run ({preset})": mine, f"{reference} run": ref or "—", "supported here": support}
+    return pd.DataFrame(rows).T
 
 
 def _lookup(metrics: dict, dotted: str):
