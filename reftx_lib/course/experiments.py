@@ -161,15 +161,16 @@ def samsum_baseline(
 
 
 # Exp 1's models: name -> (model kind, raw-text layout, checkpoint name). The encoder-decoder reads
-# midpoint rows; both decoder-only models read the same chunks whole; the prefix LM (the decoder-only
-# weights reading the first half bidirectionally) reads the midpoint rows after a [BOS] and, like the
-# encoder-decoder, learns only the second half. Exp 3 analyses the first.
+# midpoint rows; both decoder-only models read the same chunks whole. Exp 3 analyses the first.
 EXP1_RUNS = {
     "encdec": ("encdec", "midpoint", "exp1-encdec-midpoint"),
     "deconly": ("deconly", "documents", "exp1-deconly-documents"),
     "deconly_matched": ("deconly", "documents", "exp1-deconly-documents-matched"),
-    "prefix_lm": ("prefixlm", "prefix", "exp1-prefixlm-midpoint"),
 }
+# The fourth arm: the prefix LM (the decoder-only weights reading the first half bidirectionally) reads
+# the midpoint rows after a [BOS] and, like the encoder-decoder, learns only the second half.
+EXP1_PREFIX_LM = {"prefix_lm": ("prefixlm", "prefix", "exp1-prefixlm-midpoint")}
+EXP1_ARMS = {**EXP1_RUNS, **EXP1_PREFIX_LM}
 
 
 def exp1_settings(preset: dict) -> dict:
@@ -204,14 +205,14 @@ def exp1_model(
     device: str = "auto",
     encoded: tuple[DatasetDict, dict] | None = None,
 ) -> CourseModel:
-    """One of Exp 1's models (``EXP1_RUNS``), trained with ``exp1_settings``; seeds other than 0 are
+    """One of Exp 1's models (``EXP1_ARMS``), trained with ``exp1_settings``; seeds other than 0 are
     checkpointed as ``<checkpoint>-seed<k>``.
 
     ``encoded``: the layout's (data, stats) from ``rawtext_data``, when the caller has them already.
     """
-    if name not in EXP1_RUNS:
-        raise ValueError(f"unknown Exp 1 model {name!r}; allowed values: {list(EXP1_RUNS)}")
-    kind, layout, checkpoint = EXP1_RUNS[name]
+    if name not in EXP1_ARMS:
+        raise ValueError(f"unknown Exp 1 model {name!r}; allowed values: {list(EXP1_ARMS)}")
+    kind, layout, checkpoint = EXP1_ARMS[name]
     cfg = exp1_settings(preset)
     data, stats = encoded or rawtext_data(cfg, tokenizer, layout)
     overrides = {"d_ff": matched_d_ff(cfg["model"], len(tokenizer))} if name == "deconly_matched" else {}
