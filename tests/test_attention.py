@@ -394,5 +394,7 @@ def test_corpus_contrast_does_not_count_an_effect_that_only_the_untrained_contro
     table = corpus_contrast(stats(-0.01), stats(0.0), untrained, seeds)  # trained: SAMSum slightly *less*
     assert table.loc["monotonicity", "effect of training"] == pytest.approx(0.29)
     assert table.loc["monotonicity", "verdict"].startswith("cannot decide: only the untrained control")
+    small = corpus_contrast(stats(0.01), stats(0.0), untrained, seeds)  # trained: the right sign, in noise
+    assert small.loc["monotonicity", "verdict"].startswith("cannot decide: only the untrained control")
     real = corpus_contrast(stats(0.2), stats(0.0), untrained, seeds)
     assert real.loc["monotonicity", "verdict"] == "as hypothesised"

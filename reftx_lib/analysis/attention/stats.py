@@ -397,8 +397,9 @@ def corpus_contrast(
     training is the trained difference minus the untrained one (which comes from the corpora's lengths and
     shapes alone); a statistic supports the hypothesis only when that effect has the hypothesised sign and
     exceeds twice the spread between raw-text seeds, and the trained models themselves differ in that
-    direction too: an effect that only the untrained control's difference creates is not counted. One
-    seed gives no spread: the verdict then says so.
+    direction by more than that too: an effect that the untrained control's difference makes, while the
+    trained models' own difference is within the noise, is not counted. One seed gives no spread: the
+    verdict then says so.
     """
     rows = {}
     for stat, sign in HYPOTHESIS_SIGN.items():
@@ -411,7 +412,7 @@ def corpus_contrast(
             verdict = "cannot decide: one seed, no noise estimate"
         elif abs(effect) <= 2 * spread:
             verdict = "within noise"
-        elif effect * sign > 0 and trained * sign <= 0:
+        elif effect * sign > 0 and trained * sign <= 2 * spread:
             verdict = "cannot decide: only the untrained control's difference makes the effect"
         else:
             verdict = "as hypothesised" if effect * sign > 0 else "opposite to the hypothesis"
