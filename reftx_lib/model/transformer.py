@@ -431,11 +431,17 @@ class ReferenceDecoderOnly(BaseLanguageModel):
                 f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
                 "or shorten the prompt"
             )
-        if state["caches"] is None:
-            hidden = self._decode(state["seq"])[0]
-        else:
-            hidden = self._decode(new, state["caches"], offset=past)[0]
+        if state["caches"] is None:  # the whole sequence again
+            seq = state["seq"]
+            hidden = self._decode(seq, self_mask=self._prompt_mask(state, seq.size(0), seq.size(1)))[0]
+        else:  # the prompt gets its mask once; later tokens see every cached key (causal)
+            mask = self._prompt_mask(state, new.size(0), new.size(1)) if past == 0 else None
+            hidden = self._decode(new, state["caches"], offset=past, self_mask=mask)[0]
         return self.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
+
+    def _prompt_mask(self, state: dict, batch: int, t: int) -> torch.Tensor | None:
+        """The self-attention mask (B, 1, T, T) of the first ``t`` generated positions; None: causal."""
+        return None
 
 
 class ReferencePrefixLM(ReferenceDecoderOnly):
@@ -487,23 +493,9 @@ class ReferencePrefixLM(ReferenceDecoderOnly):
         state["prefix"] = input_ids.size(1)
         return state, first
 
-    def _next_logits(self, state: dict, new: torch.Tensor) -> torch.Tensor:
-        past = state["seq"].size(1)
-        state["seq"] = torch.cat([state["seq"], new], dim=1)
-        if state["seq"].size(1) > self.config.max_len:
-            raise ValueError(
-                f"generation would exceed max_len={self.config.max_len}: lower max_new_tokens "
-                "or shorten the prompt"
-            )
-        prefix = torch.full((new.size(0),), state["prefix"], device=new.device)  # (B,)
-        if state["caches"] is None:  # the whole sequence again, prefix bidirectional
-            seq = state["seq"]
-            hidden = self._decode(seq, self_mask=prefix_lm_mask(prefix, seq.size(1)))[0]
-        elif past == 0:  # the prompt: its keys and values are cached as the prefix saw them
-            hidden = self._decode(new, state["caches"], self_mask=prefix_lm_mask(prefix, new.size(1)))[0]
-        else:  # tokens after the prefix see everything before them: causal
-            hidden = self._decode(new, state["caches"], offset=past)[0]
-        return self.lm_head(hidden[:, -1])  # (B, V)
+    def _prompt_mask(self, state: dict, batch: int, t: int) -> torch.Tensor:
+        prefix = torch.full((batch,), state["prefix"], device=self.lm_head.weight.device)  # (B,)
+        return prefix_lm_mask(prefix, t)
 
 
 class ReferenceTransformer(BaseLanguageModel):
