@@ -141,6 +141,25 @@ def test_alpha_interval_includes_zero_exactly_when_the_report_says_no_scaling():
     assert "do not measure an exponent" in fit_report(exact, table)
 
 
+def test_fit_report_says_when_the_law_misses_its_points_by_more_than_the_noise():
+    import pandas as pd
+
+    from reftx_lib.analysis.scaling import fit_report
+
+    table = pd.DataFrame(
+        {
+            "params_non_embedding": [1e4, 1e5, 1e6],
+            "best_val_loss": [5.0, 4.9, 4.8],
+            "best_val_ppl": [1, 1, 1],
+        },
+        index=["a", "b", "c"],
+    )
+    noisy = fit_power_law(*synthetic([1e4, 1e5, 1e6], e=0.0, alpha=0.25, seeds=2, noise=0.05))
+    assert noisy["rmse"] > 0.01
+    assert "does not describe these sizes" in fit_report(noisy, table.assign(best_val_loss_std=0.01))
+    assert "does not describe these sizes" not in fit_report(noisy, table.assign(best_val_loss_std=1.0))
+
+
 def test_compute_frontier_names_the_lowest_curve_at_each_budget():
     import pandas as pd
 

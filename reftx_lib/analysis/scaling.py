@@ -413,6 +413,12 @@ def fit_report(fit: dict, table: pd.DataFrame, kaplan_alpha: float = 0.076) -> s
         f"{table.loc[largest, 'best_val_ppl']:.1f}); the seed-to-seed spread is about {spread:.3f} nats, "
         f"so the size effect is {drop / max(spread, 1e-9):.0f}x the noise."
     )
+    if fit["rmse"] > spread:
+        lines.append(
+            f"The fit misses its own points by more than the seed spread (rmse {fit['rmse']:.3f} = "
+            f"{fit['rmse'] / max(spread, 1e-9):.1f}x {spread:.3f} nats): a power law does not describe these "
+            "sizes within the noise, so read alpha as a summary of the trend, not as a law."
+        )
     if fit["constrained"] and (fit["E"] <= 1e-6 or fit["E"] >= table["best_val_loss"].min() - 1e-6):
         lines.append(
             f"The fitted floor sits at the edge of its allowed range (E = {fit['E']:.3f}): the points do not "
