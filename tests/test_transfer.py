@@ -227,7 +227,7 @@ def test_transfer_summary_judges_differences_against_twice_the_seed_noise():
 
 
 def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rejects_unknown_variants():
-    from reftx_lib.course.experiments import equal_compute_steps, exp5_plan, exp5_settings
+    from reftx_lib.course.experiments import equal_compute_steps, exp2_settings, exp5_plan, exp5_settings
     from reftx_lib.course.presets import get_preset
 
     cfg = dict(fractions=[0.1, 1.0], seeds=[0, 1], variants={"1.0": ["scratch", "scratch_equal_compute"]})
@@ -238,6 +238,7 @@ def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rej
     with pytest.raises(ValueError, match="unknown variants \\['both'\\]"):
         exp5_plan({**cfg, "variants": {"0.1": ["both"]}})
     preset = get_preset("full")
-    pre_tokens = preset["rawtext"]["max_steps"] * preset["rawtext"]["batch_tokens"]  # Exp 2 pretraining
+    pre = exp2_settings(preset)
+    pre_tokens = pre["max_steps"] * pre["batch_tokens"]  # Exp 2 pretraining
     steps = equal_compute_steps(preset)
     assert steps * exp5_settings(preset)["batch_tokens"] == pre_tokens + 600 * 2048

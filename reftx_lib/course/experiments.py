@@ -71,6 +71,21 @@ def rawtext_data(cfg: dict, tokenizer, mode: str) -> tuple[DatasetDict, dict]:
     return encode_midpoint(ds, tokenizer, max_doc_tokens=cfg["max_doc_tokens"], bos=mode == "prefix")
 
 
+def exp1_layouts(cfg: dict, tokenizer) -> tuple[dict[str, DatasetDict], dict[str, dict]]:
+    """The three layouts Exp 1's arms read (``midpoint``, ``documents``, ``prefix``) as ``(data, stats)``
+    by layout, checked to cut the very same chunks: the arms differ in how they read a chunk, never in
+    which chunks they read."""
+    encoded = {layout: rawtext_data(cfg, tokenizer, layout) for layout in ("midpoint", "documents", "prefix")}
+    mid, docs = encoded["midpoint"][0], encoded["documents"][0]
+    for split in mid:
+        same = mid[split]["source_len"][:] == docs[split]["source_len"][:] and [
+            len(r) for r in mid[split]["input_ids"]
+        ] == [len(r) for r in docs[split]["input_ids"]]
+        if not same:
+            raise ValueError(f"{split}: the midpoint and documents layouts cut different chunks")
+    return {k: v[0] for k, v in encoded.items()}, {k: v[1] for k, v in encoded.items()}
+
+
 def build_model(kind: str, size: str, vocab_size: int, seed: int = 0, **overrides) -> BaseLanguageModel:
     """A freshly initialised model: ``kind`` is ``encdec`` or ``deconly``, ``size`` a MODEL_PRESETS name."""
     if kind not in MODEL_KINDS:
@@ -229,19 +244,22 @@ def exp1_model(
     return CourseModel(model, data, stats, config)
 
 
+def exp2_settings(preset: dict) -> dict:
+    """Exp 2's settings: the SAMSum baseline's dropout, lr, warm-up and batch size, the raw-text data, and
+    the "pretrain" section's model size, steps and evaluation (Exp 2 sizes its model on its own, so that it
+    flattens within its notebook's hour)."""
+    return {**preset["samsum"], **preset["rawtext"], **preset["pretrain"]}
+
+
 def exp2_pretraining(preset_name: str, preset: dict, tokenizer, device: str = "auto") -> CourseModel:
     """Exp 2's decoder-only language model on textbook blocks; Exp 5 fine-tunes this very run."""
-    cfg = preset["rawtext"]
+    cfg = exp2_settings(preset)
     data, stats = rawtext_data(cfg, tokenizer, "blocks")
     model = build_model(
-        "deconly",
-        cfg["model"],
-        len(tokenizer),
-        dropout=preset["samsum"]["dropout"],
-        max_len=cfg["block_size"],
+        "deconly", cfg["model"], len(tokenizer), dropout=cfg["dropout"], max_len=cfg["block_size"]
     )
     config = train_config(
-        {**preset["samsum"], **cfg},
+        cfg,
         name="exp2-deconly-blocks",
         preset=preset_name,
         data=f"textbooks-blocks-{cfg['block_size']}",
@@ -294,7 +312,7 @@ def exp5_settings(preset: dict) -> dict:
 def equal_compute_steps(preset: dict) -> int:
     """Fine-tuning steps that give a fresh model the transferred model's whole budget in training tokens:
     Exp 2's pretraining steps (at its batch size) plus the fine-tuning steps."""
-    pre = {**preset["samsum"], **preset["rawtext"]}  # exp2_pretraining's settings
+    pre = exp2_settings(preset)
     cfg = exp5_settings(preset)
     return round(pre["max_steps"] * pre["batch_tokens"] / cfg["batch_tokens"]) + cfg["max_steps"]
 
