@@ -82,16 +82,20 @@ def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_paramete
 
 
 def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_budget():
-    from reftx_lib.course.experiments import exp1_settings
-    from reftx_lib.course.presets import PRESET_NAMES, get_preset
+    """Exp 1, Exp 2 and Exp 3's SAMSum control share one recipe: they differ only in architecture or data."""
+    from reftx_lib.course.experiments import exp1_settings, exp2_settings, exp3_settings
+    from reftx_lib.course.presets import PRESET_CHOICES, get_preset
 
-    for name in PRESET_NAMES:
+    for name in PRESET_CHOICES:
         preset = get_preset(name)
-        hp = exp1_settings(preset)
-        for key in ("model", "dropout", "lr", "warmup_steps", "batch_tokens"):
-            assert hp[key] == preset["samsum"][key], (name, key)
-        for key in ("max_steps", "max_doc_tokens", "n_train_docs"):
-            assert hp[key] == preset["rawtext"][key], (name, key)
+        hp, pre, ctl = exp1_settings(preset), exp2_settings(preset), exp3_settings(preset)
+        for key in ("dropout", "lr", "warmup_steps", "batch_tokens"):
+            assert hp[key] == pre[key] == ctl[key] == preset["samsum"][key], (name, key)
+        for key in ("model", "max_steps", "eval_every"):
+            assert hp[key] == pre[key] == ctl[key] == preset["rawtext"][key], (name, key)
+        for key in ("max_doc_tokens", "n_train_docs"):
+            assert hp[key] == pre[key] == preset["rawtext"][key], (name, key)
+        assert ctl["max_source_len"] == preset["samsum"]["max_source_len"], name
 
 
 def test_train_config_has_no_hidden_defaults():

@@ -65,3 +65,16 @@ def curves_metrics(histories: dict[str, History]) -> dict:
         "curves": {name: h.curve() for name, h in histories.items()},
         "last_quarter_improvement": {name: h.last_quarter_improvement() for name, h in histories.items()},
     }
+
+
+def flattening_line(report: pd.DataFrame, name: str) -> str:
+    """The sentence a notebook's findings start with: model ``name``'s steps and last-quarter fall from
+    ``training_report``, and whether the numbers that follow rest on a flattened curve."""
+    row = report.loc[name]
+    verdict = (
+        "flattened" if row["flattened"] == "yes" else "NOT flattened: the numbers below are undertrained"
+    )
+    return (
+        f"- Training: {row['steps']} steps; the validation loss fell {row['last-quarter fall']:.1%} over the "
+        f"last quarter ({verdict})."
+    )
