@@ -242,3 +242,24 @@ def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rej
     pre_tokens = pre["max_steps"] * pre["batch_tokens"]  # Exp 2 pretraining
     steps = equal_compute_steps(preset)
     assert steps * exp5_settings(preset)["batch_tokens"] == pre_tokens + 600 * 2048
+
+
+def test_rouge_report_judges_rouge_against_its_seed_noise_and_names_a_constant_summarizer():
+    from reftx_lib.analysis.transfer import rouge_report
+
+    def run(variant, seed, rouge1, distinct, fraction=0.1):
+        return dict(variant=variant, fraction=fraction, seed=seed, rouge1=rouge1, distinct_share=distinct)
+
+    records = [run("scratch", 0, 10.0, 0.9), run("scratch", 1, 11.0, 0.9), run("transfer", 0, 14.0, 0.9)]
+    report = rouge_report(records)
+    assert "1.0 points" in report and "transfer - scratch +3.5 points: transfer scores higher" in report
+    assert "generic sentence" not in report
+    close = rouge_report([*records[:2], run("transfer", 0, 11.5, 0.9)])
+    assert "cannot decide: +1.0 points is within twice the seed noise (2.0)" in close
+    generic = rouge_report(
+        [run("scratch", 0, 16.0, 0.01), run("scratch", 1, 16.2, 0.02), run("transfer", 0, 11.0, 0.9)]
+    )
+    assert "scratch scores higher" in generic
+    assert "scratch writes nearly one summary for every dialogue" in generic
+    assert "transfer writes" not in generic
+    assert "unknown (one seed)" in rouge_report([run("scratch", 0, 1.0, 1.0), run("transfer", 0, 2.0, 1.0)])
