@@ -160,17 +160,15 @@ def samsum_baseline(
 
     Exp 3's attention study and Exp 5's comparison point back to this very run.
     """
-    cfg = preset["samsum"]
+    return _samsum_model(preset["samsum"], "samsum-baseline", preset_name, tokenizer, seed, device)
+
+
+def _samsum_model(cfg: dict, name: str, preset_name: str, tokenizer, seed: int, device: str) -> CourseModel:
+    """An encoder-decoder trained on SAMSum with ``cfg``, checkpointed as ``name``."""
     data, stats = samsum_data(cfg, tokenizer)
     model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
     config = train_config(
-        cfg,
-        name="samsum-baseline",
-        preset=preset_name,
-        data="samsum",
-        tokenizer=tokenizer,
-        seed=seed,
-        device=device,
+        cfg, name=name, preset=preset_name, data="samsum", tokenizer=tokenizer, seed=seed, device=device
     )
     return CourseModel(model, data, stats, config)
 
@@ -191,19 +189,8 @@ def exp3_samsum_model(
     preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"
 ) -> CourseModel:
     """Exp 3's SAMSum encoder-decoder (``exp3_settings``), checkpointed as ``exp3-samsum-matched``."""
-    cfg = exp3_settings(preset)
-    data, stats = samsum_data(cfg, tokenizer)
-    model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
-    config = train_config(
-        cfg,
-        name="exp3-samsum-matched" if seed == 0 else f"exp3-samsum-matched-seed{seed}",
-        preset=preset_name,
-        data="samsum",
-        tokenizer=tokenizer,
-        seed=seed,
-        device=device,
-    )
-    return CourseModel(model, data, stats, config)
+    name = "exp3-samsum-matched" if seed == 0 else f"exp3-samsum-matched-seed{seed}"
+    return _samsum_model(exp3_settings(preset), name, preset_name, tokenizer, seed, device)
 
 
 # Exp 1's models: name -> (model kind, raw-text layout, checkpoint name). The encoder-decoder reads
