@@ -16,7 +16,7 @@ import copy
 import os
 
 PRESET_NAMES = ("smoke", "cpu", "full", "gpu")
-# ``<preset>-dry``: the preset's model sizes and batch and sequence shapes, with every count cut to
+# ``<preset>-dry``: the preset's model sizes and sequence shapes, with every count cut to
 # the least that still runs each code path (two training steps, one evaluation batch, two test
 # examples), so a preset that has never run (``gpu``) can be tried on a CPU first.
 DRY_RUN = dict(
@@ -33,6 +33,10 @@ DRY_RUN = dict(
     n_decode_val=2,
     keep_every=1,
 )
+# A dry run also caps the tokens of a training batch: the gpu preset's 32,768-token batches of Exp 4's
+# ``large`` model need more than a 24 GiB CPU machine holds (its first gpu-dry run, 2026-11-30, was
+# killed for memory at 24 GB). Memory at the real batch is the GPU's to show (scripts/device_check.sh).
+DRY_RUN_MAX_BATCH_TOKENS = 8192
 PRESET_CHOICES = PRESET_NAMES + tuple(f"{name}-dry" for name in PRESET_NAMES)
 
 
@@ -168,4 +172,6 @@ def get_preset(name: str | None = None) -> dict[str, dict]:
     if dry:
         for section in preset.values():
             section.update({k: v for k, v in DRY_RUN.items() if k in section})
+            if "batch_tokens" in section:
+                section["batch_tokens"] = min(section["batch_tokens"], DRY_RUN_MAX_BATCH_TOKENS)
     return preset
