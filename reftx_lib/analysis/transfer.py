@@ -260,10 +260,10 @@ def rouge_report(records: list[dict], distinct_floor: float = 0.5) -> str:
 
     ``records``: one dict per run with ``variant``, ``fraction``, ``seed``, ``rouge1`` and
     ``distinct_share`` (the share of distinct summaries over the test dialogues). ROUGE's noise is its
-    largest seed-to-seed range; transfer minus scratch decides only beyond twice that. A model that writes
-    the same summary for most dialogues (``distinct_share`` below ``distinct_floor``) is named: its ROUGE
-    scores one generic sentence against every reference, so it cannot rank it against a model that reads
-    the dialogue, however the numbers fall.
+    largest seed-to-seed range; transfer minus scratch decides only beyond twice that. A model whose summaries
+    are mostly repeats (``distinct_share`` below ``distinct_floor``) is named: much of its ROUGE scores a few
+    generic sentences against every reference, so it cannot rank it against a model that reads the
+    dialogue, however the numbers fall.
     """
     frame = pd.DataFrame(records)
     shown = [v for v in ("scratch", "transfer", EQUAL_COMPUTE) if v in set(frame["variant"])]
@@ -284,16 +284,17 @@ def rouge_report(records: list[dict], distinct_floor: float = 0.5) -> str:
             distinct = float(runs["distinct_share"].mean())
             parts.append(f"{v} {runs['rouge1'].mean():.1f} ({distinct:.0%} distinct summaries)")
             if distinct < distinct_floor:
-                generic.append(v)
+                generic.append((v, distinct))
         lines.append(f"{f:.0%} of SAMSum, test ROUGE-1: " + ", ".join(parts))
         means = here.groupby("variant")["rouge1"].mean()
         if {"scratch", "transfer"} <= set(means.index):
             diff = float(means["transfer"] - means["scratch"])
             verdict = _judge(diff, noise, "transfer scores higher", "scratch scores higher", unit="points")
             lines.append(f"  transfer - scratch {diff:+.1f} points: {verdict}")
-        for v in generic:
+        for v, distinct in generic:
             lines.append(
-                f"  {v} writes nearly one summary for every dialogue: its ROUGE-1 scores a generic sentence, "
-                "not a reading of the dialogue, so ROUGE cannot rank it against the others"
+                f"  {v} repeats its summaries (only {distinct:.0%} of them are distinct): much of its "
+                "ROUGE-1 scores generic sentences, not readings of the dialogues, so ROUGE cannot rank it "
+                "against the others"
             )
     return "\n".join(lines)
