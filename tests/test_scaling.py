@@ -192,3 +192,39 @@ def test_returns_report_tells_shrinking_from_growing_returns_and_data_limits():
     assert "grows" in returns_report(growing, rouge, labels, table)
     assert "data-limited." in returns_report(shrinking, rouge, labels, table)
     assert "No size is data-limited" in returns_report(shrinking, rouge, labels, table.assign(epochs=0.5))
+
+
+def test_per_size_means_seeds_and_rouge_report_leaves_out_a_size_that_repeats_its_summaries():
+    import pandas as pd
+
+    from reftx_lib.analysis.scaling import per_size, rouge_by_size_report
+
+    def run(size, seed, rouge1, distinct, n):
+        return dict(
+            size=size, seed=seed, params_total=2 * n, params_non_embedding=n, flops=1e9 * n,
+            train_time_s=1.0, supervised_tokens=100, epochs=0.5, best_val_loss=5.0, best_val_ppl=148.4,
+            rouge1=rouge1, rouge2=1.0, rougeL=rouge1, distinct_share=distinct, final_train_loss=5.1,
+            final_val_loss=5.2,
+        )  # fmt: skip
+
+    runs = pd.DataFrame(
+        [
+            run("mini", 0, 16.0, 0.01, 10),
+            run("mini", 1, 14.0, 0.03, 10),
+            run("tiny", 0, 9.0, 0.9, 40),
+            run("tiny", 1, 11.0, 0.8, 40),
+            run("small", 0, 12.0, 0.9, 160),
+        ]
+    )
+    table = per_size(runs)
+    assert list(table.index) == ["mini", "tiny", "small"]  # ladder order, not alphabetical
+    assert table.loc["mini", "rouge1"] == 15.0 and table.loc["mini", "distinct_share"] == 0.02
+    assert table.loc["tiny", "rouge1_std"] == pytest.approx(math.sqrt(2))
+    assert table.loc["tiny", "gap"] == pytest.approx(0.1)
+    longest3, published = {"rouge1": 13.0}, {"rouge1": 36.6}
+    report = rouge_by_size_report(table, longest3, published)
+    assert "mini: fewer than 50% of the summaries are distinct" in report
+    assert "mostly distinct: small (12.0)" in report  # mini's 15.0 is left out; tiny's mean is 10.0
+    assert "Sizes above LONGEST-3 on ROUGE-1: mini (repeats its summaries)." in report
+    everyone = rouge_by_size_report(table, longest3, published, distinct_floor=1.0)
+    assert "none (every size repeats its summaries)" in everyone

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..train.evaluation import evaluate_loss, score_summaries
+from ..train.evaluation import DISTINCT_FLOOR, evaluate_loss, score_summaries
 
 # A ladder entry is a MODEL_PRESETS name ("tiny") or a dict with a "name" and the sizes to override.
 SizeSpec = str | dict
@@ -354,6 +354,7 @@ SIZE_METRICS = (
     "rouge1",
     "rouge2",
     "rougeL",
+    "distinct_share",
     "final_train_loss",
     "final_val_loss",
 )
@@ -368,6 +369,49 @@ def per_size(runs: pd.DataFrame) -> pd.DataFrame:
     table = table.join(by_size[list(SIZE_METRICS)].std(ddof=1).add_suffix("_std"))
     table["gap"] = table["final_val_loss"] - table["final_train_loss"]
     return table
+
+
+def rouge_by_size_report(
+    table: pd.DataFrame, longest3: dict, published: dict, distinct_floor: float = DISTINCT_FLOOR
+) -> str:
+    """Each size's test ROUGE-1 against LONGEST-3 and the published Transformer, beside its share of
+    distinct summaries, and the best size among those that mostly write distinct summaries.
+
+    ``table`` is ``per_size``'s. A size whose summaries are mostly repeats (``distinct_share`` below
+    ``distinct_floor``) is named and left out of "best": one generic sentence can outscore a model that
+    reads the dialogues, so ROUGE cannot rank it.
+    """
+    lines = []
+    for name, row in table.iterrows():
+        lines.append(
+            f"{name:>7}: ROUGE-1 {row['rouge1']:.1f} ± {row['rouge1_std']:.1f} "
+            f"({row['rouge1'] - longest3['rouge1']:+.1f} vs LONGEST-3, "
+            f"{row['rouge1'] - published['rouge1']:+.1f} vs the published Transformer), "
+            f"{row['distinct_share']:.0%} distinct summaries"
+        )
+    repeats = table[table["distinct_share"] < distinct_floor]
+    readers = table.drop(index=repeats.index)
+    if len(repeats):
+        lines.append(
+            f"{', '.join(repeats.index)}: fewer than {distinct_floor:.0%} of the summaries are distinct, so "
+            "much of the ROUGE-1 scores generic sentences, not readings of the dialogues; ROUGE cannot rank "
+            "these sizes."
+        )
+    best = (
+        f"{readers['rouge1'].idxmax()} ({readers['rouge1'].max():.1f})"
+        if len(readers)
+        else "none (every size repeats its summaries)"
+    )
+    beats = [
+        n + (" (repeats its summaries)" if n in repeats.index else "")
+        for n, row in table.iterrows()
+        if row["rouge1"] > longest3["rouge1"]
+    ]
+    lines.append(
+        f"Best ROUGE-1 among the sizes whose summaries are mostly distinct: {best}. Sizes above LONGEST-3 "
+        f"on ROUGE-1: {', '.join(beats) if beats else 'none'}."
+    )
+    return "\n".join(lines)
 
 
 def scaling_verdict(fit: dict) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+from ..train.evaluation import DISTINCT_FLOOR
 
 CROSS_INITS = ("self", "random")
 
@@ -255,7 +256,7 @@ def transfer_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def rouge_report(records: list[dict], distinct_floor: float = 0.5) -> str:
+def rouge_report(records: list[dict], distinct_floor: float = DISTINCT_FLOOR) -> str:
     """Test ROUGE-1 of scratch, transfer and the equal-compute control per fraction, set against the loss.
 
     ``records``: one dict per run with ``variant``, ``fraction``, ``seed``, ``rouge1`` and

@@ -385,6 +385,11 @@ def distinct_n(sequences, n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else float("nan")
 
 
+# Below this share of distinct summaries a model mostly repeats itself, and its ROUGE scores a few generic
+# sentences against every reference rather than readings of the dialogues: it cannot rank such a model.
+DISTINCT_FLOOR = 0.5
+
+
 def summary_diversity(predictions: list[str]) -> dict[str, float]:
     """Do the summaries depend on the dialogue? The share of distinct summaries (1: all differ; a model
     that writes one summary for every dialogue scores 1/n), their trigram repetition rate, distinct-2."""
