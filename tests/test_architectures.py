@@ -125,3 +125,18 @@ def test_findings_say_what_failed_and_when_the_run_cannot_show_the_prediction():
     assert "too short" not in " ".join(prediction_findings(rows, largest=10.0))
     text = " ".join(measured_findings(measures(), {"time": 0.5, "memory": 1.0}, 0.5, 1000))
     assert "(2.00×, the encoder-decoder is worse)" in text and "human text 0.00" in text
+
+
+def test_a_preset_without_the_matched_arm_drops_only_the_equal_parameters_comparison():
+    full = measures()
+    kept = {
+        k: v if k == "quality" else {n: x for n, x in v.items() if n != "deconly_matched"}
+        for k, v in vars(full).items()
+    }
+    m = ArmMeasures(**kept)
+    frames = {"encdec": frame(1.0, [6.0, 5.5, 5.2, 5.0]), "deconly": frame(2.0, [5.0, 4.0, 3.6, 3.5])}
+    comp, _ = m.comparisons(frames)
+    assert list(comp.index) == ["equal steps", "equal wall-clock", "same targets, one stack"]
+    assert comp.loc["equal steps"].equals(full.comparisons(frames)[0].loc["equal steps"])
+    text = " ".join(measured_findings(m, {"time": 0.5, "memory": 1.0}, 0.5, 1000))
+    assert "not trained at this preset" in text and "matched parameters" not in text

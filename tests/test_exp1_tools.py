@@ -173,3 +173,46 @@ def test_continuations_batch_prompts_by_length_and_keep_their_order():
         assert text == " ".join(str(i) for i in alone)
     quality = continuation_quality(["a b c d a b c d", "e f"])
     assert quality["words per continuation"] == 5 and 0 < quality["repetition rate (4-grams)"] < 1
+
+
+class _Vocab:
+    """A stand-in tokenizer: the course functions below read only its size and name."""
+
+    name_or_path = ""
+
+    def __len__(self) -> int:
+        return 8192
+
+
+@pytest.mark.parametrize(
+    ("name", "shared"), [("smoke", True), ("cpu", False), ("full", True), ("gpu", False)]
+)
+def test_exp3_control_is_the_baseline_itself_exactly_where_both_are_one_run(monkeypatch, name, shared):
+    """Where the preset trains the SAMSum baseline with Exp 1's recipe, Exp 3's control reuses its checkpoint
+    instead of training the same run under a second name; elsewhere it is its own run."""
+    from reftx_lib.course import experiments
+    from reftx_lib.course.presets import get_preset
+
+    monkeypatch.setattr(experiments, "samsum_data", lambda cfg, tok: ({}, {}))
+    with torch.device("meta"):  # builds the models without their weights
+        control = experiments.exp3_samsum_model(name, get_preset(name), _Vocab())
+    folder = control.config.checkpoint_dir.replace("\\", "/").rsplit("/", 1)[-1]
+    assert folder == ("samsum-baseline" if shared else "exp3-samsum-matched")
+    assert (
+        control.model.config.to_dict()
+        == experiments.build_model(
+            "encdec", experiments.exp3_settings(get_preset(name))["model"], 8192, dropout=0.1
+        ).config.to_dict()
+    )
+
+
+def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs():
+    from reftx_lib.course.experiments import EXP1_ARMS, exp1_arms
+    from reftx_lib.course.presets import get_preset
+
+    assert list(exp1_arms(get_preset("cpu"))) == list(EXP1_ARMS)
+    assert "deconly_matched" not in exp1_arms(get_preset("full"))
+    with pytest.raises(ValueError, match=r"lack \['prefix_lm'\].*presets.py"):
+        exp1_arms({"rawtext": {"arms": ["encdec", "deconly"]}})
+    with pytest.raises(ValueError, match=r"unknown arms \['gpt'\]"):
+        exp1_arms({"rawtext": {"arms": ["encdec", "deconly", "prefix_lm", "gpt"]}})

@@ -112,8 +112,8 @@ class ArmMeasures:
     def comparisons(self, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
         """The encoder-decoder against a decoder-only arm four ways: at equal steps, at equal wall-clock
         (read off the histories ``frames`` at the faster run's whole training time), at equal parameters
-        (the matched model) and at equal targets (the prefix LM). Returns the table (with the winner and
-        the enc-dec / dec-only ratio) and the equal-wall-clock point."""
+        (the matched model, where the preset trains it) and at equal targets (the prefix LM). Returns the
+        table (with the winner and the enc-dec / dec-only ratio) and the equal-wall-clock point."""
         ppl, speed = self.ppl, self.speed
         t_equal = min(speed["encdec"]["train_time_s"], speed["deconly"]["train_time_s"])
         loss_t = {name: value_at_time(frames[name], t_equal) for name in ("encdec", "deconly")}
@@ -126,6 +126,7 @@ class ArmMeasures:
                 "steps": f"{speed['encdec']['steps']} / {speed[other]['steps']}",
             }
 
+        matched = "deconly_matched" in ppl  # a preset may leave the parameter-matched arm out (``arms``)
         rows = {
             "equal steps": versus("test ppl, 2nd half", "deconly"),
             "equal wall-clock": {
@@ -134,7 +135,7 @@ class ArmMeasures:
                 "decoder-only": loss_t["deconly"][0],
                 "steps": f"{loss_t['encdec'][1]} / {loss_t['deconly'][1]}",
             },
-            "equal parameters": versus("test ppl, 2nd half", "deconly_matched"),
+            **({"equal parameters": versus("test ppl, 2nd half", "deconly_matched")} if matched else {}),
             "same targets, one stack": versus("test ppl, 2nd half (dec-only: prefix LM)", "prefix_lm"),
         }
         comp = pd.DataFrame(rows).T
@@ -190,8 +191,13 @@ def measured_findings(m: ArmMeasures, ratios: dict, supervised_ratio: float, n_s
         f"Perplexity: on the same {n_second_half:,} second-half tokens the encoder-decoder reaches "
         f"{ppl['encdec']:.1f}, the decoder-only model {ppl['deconly']:.1f} ({gap:.2f}×"
         + (", the encoder-decoder is worse" if gap > 1 else ", the encoder-decoder is better")
-        + f"). With matched parameters the decoder-only model reaches {ppl['deconly_matched']:.1f} "
-        f"({ppl['encdec'] / ppl['deconly_matched']:.2f}×).",
+        + ")."
+        + (
+            f" With matched parameters the decoder-only model reaches {ppl['deconly_matched']:.1f} "
+            f"({ppl['encdec'] / ppl['deconly_matched']:.2f}×)."
+            if "deconly_matched" in ppl
+            else " The parameter-matched decoder-only arm was not trained at this preset."
+        ),
         f"Prefix LM (the decoder-only weights, first half read bidirectionally, only the second half "
         f"learnt): {ppl['prefix_lm']:.1f}. The encoder-decoder / prefix LM ratio, "
         f"{ppl['encdec'] / ppl['prefix_lm']:.2f}×, is what the separate encoder and cross-attention cost at "

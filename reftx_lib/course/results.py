@@ -219,7 +219,8 @@ HEADLINES: dict[str, list[tuple]] = {
     "exp5": [
         ("val-loss gain from pretraining (10%)", "headline.val_loss_gain_smallest"),
         ("(100%)", "headline.val_loss_gain_full"),
-        ("transfer vs equal-compute scratch (100%)", "headline.transfer_vs_equal_compute_full"),
+        ("transfer vs equal-compute scratch (10%)", "headline.transfer_vs_equal_compute_smallest"),
+        ("(100%)", "headline.transfer_vs_equal_compute_full"),
         ("seed noise", "headline.seed_noise"),
         ("R-1 scratch (100%)", "rouge1.scratch.1.0"),
         ("R-1 transfer (100%)", "rouge1.transfer.1.0"),
