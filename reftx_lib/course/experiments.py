@@ -218,12 +218,12 @@ def exp1_arms(preset: dict) -> dict[str, tuple[str, str, str]]:
     arms = preset["rawtext"]["arms"]
     unknown = sorted(set(arms) - set(EXP1_ARMS))
     missing = sorted({"encdec", "deconly", "prefix_lm"} - set(arms))
-    if unknown or missing:
+    problems = [f"name unknown arms {unknown} (allowed: {list(EXP1_ARMS)})"] if unknown else []
+    problems += [f"lack {missing}: every verdict of Exp 1 needs them"] if missing else []
+    if problems:
         raise ValueError(
-            f"the rawtext preset's arms {arms} "
-            + (f"name unknown arms {unknown} (allowed: {list(EXP1_ARMS)})" if unknown else "")
-            + (f"lack {missing}: every verdict of Exp 1 needs them" if missing else "")
-            + "; fix the table in reftx_lib/course/presets.py"
+            f"the rawtext preset's arms {arms} {'; '.join(problems)}; "
+            "fix the `arms` row in reftx_lib/course/presets.py"
         )
     return {name: spec for name, spec in EXP1_ARMS.items() if name in arms}
 
