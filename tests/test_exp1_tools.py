@@ -216,3 +216,21 @@ def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs()
         exp1_arms({"rawtext": {"arms": ["encdec", "deconly"]}})
     with pytest.raises(ValueError, match=r"unknown arms \['gpt'\]"):
         exp1_arms({"rawtext": {"arms": ["encdec", "deconly", "prefix_lm", "gpt"]}})
+
+
+def test_an_exp1_run_on_fewer_documents_is_another_run(monkeypatch):
+    """The raw-text document subset is part of a run's identity: a preset that trains on fewer documents
+    never resumes, or reads as its own, a checkpoint written on the whole corpus."""
+    from reftx_lib.course import experiments
+    from reftx_lib.course.presets import get_preset
+    from reftx_lib.train.trainer import identity_of
+
+    monkeypatch.setattr(experiments, "rawtext_data", lambda cfg, tok, layout: ({}, {}))
+    whole = get_preset("full")
+    whole["rawtext"]["n_train_docs"] = None
+    half = get_preset("full")
+    half["rawtext"]["n_train_docs"] = 2535
+    with torch.device("meta"):  # builds the models without their weights
+        runs = [experiments.exp1_model("encdec", "full", p, _Vocab()) for p in (whole, half)]
+    assert runs[0].config.checkpoint_dir == runs[1].config.checkpoint_dir
+    assert identity_of(runs[0].model, runs[0].config) != identity_of(runs[1].model, runs[1].config)

@@ -276,7 +276,7 @@ def exp1_model(
         cfg,
         name=checkpoint if seed == 0 else f"{checkpoint}-seed{seed}",
         preset=preset_name,
-        data=f"textbooks-{layout}-{cfg['max_doc_tokens']}",
+        data=f"textbooks-{layout}-{cfg['max_doc_tokens']}-docs{cfg.get('n_train_docs') or 'all'}",
         tokenizer=tokenizer,
         seed=seed,
         device=device,
