@@ -5,8 +5,10 @@ committed run: every model trained until its validation curve flattens, sized fo
 Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
 notebook is a 60-second CI check, a lesson-sized laptop run, the converged run the
 committed notebooks show, or the GPU-scale experiment. ``full`` takes its batch size (2048
-tokens), learning rate (2e-3), context (256) and vocabulary (8192) from the sweep of
-notebook 00, section 9 (``results/sweep/cpu.json``): the settings that learn most per CPU-minute.
+tokens), learning rate (2e-3) and vocabulary (8192) from the sweep of notebook 00, section 9
+(``results/sweep/cpu.json``): the settings that learn most per CPU-minute. Its raw-text context is the
+sweep's 128 tokens, which learned as much per CPU-minute as 256 (within the seed noise), because at 256
+Exp 1's encoder-decoder did not flatten (see the ``rawtext`` table).
 Model sizes refer to ``reftx_lib.model.config.MODEL_PRESETS``.
 """
 
@@ -82,11 +84,18 @@ _ARMS_UNMATCHED = ["encdec", "deconly", "prefix_lm"]
 # Exp 1 / Exp 2: raw text (textbooks); documents chunked to max_doc_tokens, split at the midpoint. Both
 # experiments train the section's model for max_steps, with the SAMSum baseline's optimisation. At full the
 # tiny model had not flattened after 1200 steps (last-quarter falls of 2.1-2.6%), and training it longer
-# would not fit Exp 1's six runs into one notebook's hour; mini, trained twice as many steps in about 1.2x
-# the time, reaches the same validation loss (Exp 2: 3.958 against 3.953) and flattens (1.7%). So full
-# shrinks the model, not the training: 3000 steps of 2048 tokens (6.1M tokens, 1.5 epochs). The extra steps
-# over 2400 lower every loss but do not flatten the encoder-decoder (last-quarter falls 2.01/1.95% at 2400,
-# 2.06/2.32% at 3000, 2026-11-30): the cosine decay stretches with the run.
+# would not fit Exp 1's runs into one notebook's hour; mini, trained twice as many steps in about 1.2x the
+# time, reaches the same validation loss (Exp 2: 3.958 against 3.953) and flattens (1.7%). So full shrinks
+# the model, not the training. On 254-token chunks of all 5070 training documents the encoder-decoder still
+# did not flatten: last-quarter falls of 2.01/1.95% at 2400 steps and 2.06/2.32% at 3000 (seeds 0/1; the
+# cosine decay stretches with the run). Probes of it at 3000 steps (2026-11-30, 1 thread each; falls at
+# seed 1 unless said): 126-token chunks 2.21%; a quarter of the documents 1.67% (254 tokens); 126 tokens and
+# half the documents 2.07/2.02% (seeds 0/1); 126 tokens and a quarter 1.94/1.12%. So full shrinks the
+# context to 126-token chunks (128 with [BOS]/[SEP] and [EOS]: the sweep's 128, as good as 256 per
+# CPU-minute) and the corpus to the first 1267 training documents (a quarter: 0.93M tokens, the first
+# quarter of the corpus's chapters, so 3000 steps of 2048 tokens are about 6.6 epochs). Its models are
+# worse for it (the encoder-decoder's validation loss 4.30-4.34 against 4.18-4.24) and data-limited: their
+# training loss ends far below the validation loss.
 # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1; Exp 1 trains its
 # encoder-decoder and decoder-only arms at every seed of ``seeds`` (its perplexity ratio's spread), and the
 # other ``arms`` at the first seed.
@@ -95,12 +104,12 @@ _RAWTEXT = _by_preset(
     model=           ("smoke", "tiny", "mini", "small"),
     max_steps=       (30,      200,    3000,   3000),
     batch_tokens=    (2048,    4096,   2048,   32768),
-    max_doc_tokens=  (126,     254,    254,    510),
-    n_train_docs=    (300,     None,   None,   None),
+    max_doc_tokens=  (126,     254,    126,    510),
+    n_train_docs=    (300,     None,   1267,   None),
     n_eval_docs=     (40,      200,    200,    None),
     eval_every=      (15,      40,     150,    500),
     eval_batches=    (2,       10,     20,     None),
-    block_size=      (128,     256,    256,    512),
+    block_size=      (128,     256,    128,    512),
     n_samples=       (2,       3,      3,      4),
     sample_tokens=   (24,      48,     48,     96),
     n_generate=      (8,       48,     48,     200),
