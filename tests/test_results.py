@@ -77,4 +77,6 @@ def test_verdicts_beside_supports_only_the_same_decision_as_the_reference_run(tm
         "no: the full run decides otherwise",
         "no: this run cannot decide it",
     ]
-    assert set(verdicts_beside("exp9", "full", mine)["supported here"]) == {"this is the reference run"}
+    reference = verdicts_beside("exp9", "full", mine)
+    assert set(reference["supported here"]) == {"this is the reference run"}
+    assert list(reference["full run"]) == list(mine.values())  # never the older run still on disk

@@ -140,6 +140,8 @@ def verdicts_beside(
 
     A run supports a verdict only where it reaches the same decision as the reference run; where it
     cannot decide, or decides otherwise, its budget is too small to show what the reference run shows.
+    A run at the reference preset is the reference itself: its own verdicts fill both columns, since the
+    stored file still holds the run it is about to replace.
     """
     stored = load_results(experiment, reference)
     theirs = (stored or {}).get("metrics", {}).get("verdicts", {})
@@ -147,7 +149,7 @@ def verdicts_beside(
     for name, mine in verdicts.items():
         ref = theirs.get(name)
         if preset == reference:
-            support = "this is the reference run"
+            ref, support = mine, "this is the reference run"
         elif ref is None:
             support = f"unknown: no stored {reference} verdict"
         elif _verdict_head(mine).startswith("cannot decide"):
