@@ -93,9 +93,9 @@ _ARMS_UNMATCHED = ["encdec", "deconly", "prefix_lm"]
 # half the documents 2.07/2.02% (seeds 0/1); 126 tokens and a quarter 1.94/1.12%. So full shrinks the
 # context to 126-token chunks (128 with [BOS]/[SEP] and [EOS]: the sweep's 128, as good as 256 per
 # CPU-minute) and the corpus to the first 1267 training documents (a quarter: 0.93M tokens, the first
-# quarter of the corpus's chapters, so 3000 steps of 2048 tokens are about 6.6 epochs). Its models are
-# worse for it (the encoder-decoder's validation loss 4.30-4.34 against 4.18-4.24) and data-limited: their
-# training loss ends far below the validation loss.
+# textbooks in the corpus's file order; 3000 steps of 2048 tokens read it 6.36 times, notebook 02). Its
+# models are worse for it (the encoder-decoder's validation loss 4.30-4.34 against 4.18-4.23) and
+# data-limited: their training loss ends far below the validation loss.
 # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1; Exp 1 trains its
 # encoder-decoder and decoder-only arms at every seed of ``seeds`` (its perplexity ratio's spread), and the
 # other ``arms`` at the first seed.
