@@ -17,7 +17,7 @@ test:  ## style gate (ruff), unit tests, then every notebook executed at the smo
 	REFTX_PRESET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
 
 course:  ## the whole course at PRESET (default cpu), notebooks executed into runs/<preset>/
-	$(PY) -m reftx_lib run --preset $(or $(PRESET),cpu)
+	$(PY) -m course run --preset $(or $(PRESET),cpu)
 
 bench:  ## speed against the Hugging Face peers on this machine (all four seed sizes: ~16 min on 2 CPU cores)
-	$(PY) -m reftx_lib bench --generation
+	$(PY) -m tools --generation

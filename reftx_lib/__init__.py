@@ -3,9 +3,9 @@
 Import what the notebooks need from here; each submodule holds one concept.
 """
 
-from .analysis.transfer import convert_decoder_only_to_encoder_decoder
 from .constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 from .model.config import MODEL_PRESETS, ModelConfig
+from .model.convert import convert_decoder_only_to_encoder_decoder
 from .model.generation import generate
 from .model.transformer import (
     BaseLanguageModel,

@@ -33,12 +33,12 @@ date -u +"date %Y-%m-%dT%H:%M:%SZ"; git rev-parse --short HEAD 2>/dev/null || tr
 
 python3 -m pytest -q -p no:cacheprovider tests/test_trainer.py -k "host_sync or compiled" 2>&1 | tail -3
 first=${CONFIGS%% *}
-python3 -m reftx_lib bench --device "$DEVICE" --configs "$first" --generation --real-data --json \
+python3 -m tools --device "$DEVICE" --configs "$first" --generation --real-data --json \
   --save "gpu-$first" | tee "$OUT/bench-$first.jsonl"
 rest=${CONFIGS#"$first"}
 if [ -n "${rest// /}" ]; then
   # shellcheck disable=SC2086
-  python3 -m reftx_lib bench --device "$DEVICE" --configs $rest --generation --json --save gpu \
+  python3 -m tools --device "$DEVICE" --configs $rest --generation --json --save gpu \
     | tee "$OUT/bench-rest.jsonl"
 fi
 cp "${REFTX_RESULTS_DIR:-results}"/bench/gpu*.json "$OUT"/ 2>/dev/null || true

@@ -1,17 +1,11 @@
-"""Exp 1's bookkeeping (reftx_lib.analysis.architectures) on made-up measurements with known answers."""
+"""Exp 1's bookkeeping (course.architectures) on made-up measurements with known answers."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from reftx_lib.analysis.architectures import (
-    ArmMeasures,
-    measured_findings,
-    prediction_findings,
-    run_speed,
-    value_at_time,
-)
+from course.architectures import ArmMeasures, measured_findings, prediction_findings, run_speed, value_at_time
 from reftx_lib.train.trainer import History
 
 ARMS = ("encdec", "deconly", "deconly_matched", "prefix_lm")

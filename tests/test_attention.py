@@ -21,12 +21,12 @@ from matplotlib.figure import Figure
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-import reftx_lib.analysis.attention.stats as stats_module
+import reftx_lib.attention.stats as stats_module
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.analysis.attention.explorer import AttentionExplorer, to_bertviz
-from reftx_lib.analysis.attention.extract import AttentionRecord, extract_attention, token_labels
-from reftx_lib.analysis.attention.plots import plot_attention, plot_attention_grid, plot_stat_distributions
-from reftx_lib.analysis.attention.stats import (
+from reftx_lib.attention.explorer import AttentionExplorer, to_bertviz
+from reftx_lib.attention.extract import AttentionRecord, extract_attention, token_labels
+from reftx_lib.attention.plots import plot_attention, plot_attention_grid, plot_stat_distributions
+from reftx_lib.attention.stats import (
     attention_stats,
     corpus_contrast,
     cross_headlines,
@@ -288,7 +288,7 @@ def test_corpus_contrast_sets_the_effect_against_untrained_and_seed_spread():
 
 def test_stats_import_loads_no_plotting_or_widget_library():
     code = (
-        "import sys, reftx_lib.analysis.attention.stats; "
+        "import sys, reftx_lib.attention.stats; "
         "print(sorted(m for m in ('ipywidgets', 'IPython', 'seaborn', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -12,14 +12,14 @@ import sys
 
 import pytest
 import torch
+from tools.__main__ import apply_malloc_trim, parse_args
+from tools.__main__ import main as bench_main
+from tools.__main__ import run as bench_run
 
 from reftx_lib import MODEL_PRESETS
-from reftx_lib.bench.cli import apply_malloc_trim, parse_args
-from reftx_lib.bench.cli import main as bench_main
-from reftx_lib.bench.cli import run as bench_run
-from reftx_lib.bench.peers import Side
-from reftx_lib.bench.timing import median_ci, paired_ratio, time_generation, time_training
 from reftx_lib.train import device as device_module
+from tools.peers import Side
+from tools.timing import median_ci, paired_ratio, time_generation, time_training
 
 SMOKE = [
     "--device",
@@ -204,13 +204,13 @@ def test_timed_steps_and_generate_calls_alternate_in_counterbalanced_order(monke
     """AB BA AB ...: with a fixed order each side would always run right after the other one."""
     calls = []
     monkeypatch.setattr(
-        "reftx_lib.bench.timing._train_step", lambda side, mode, device: lambda: calls.append(side.name)
+        "tools.timing._train_step", lambda side, mode, device: lambda: calls.append(side.name)
     )
     sides = [
         Side(name, torch.nn.Linear(1, 1), None, lambda m, x, n=name: calls.append(n) or torch.zeros(1, 2))
         for name in "AB"
     ]
-    monkeypatch.setattr("reftx_lib.bench.timing._cpu_step_peak_bytes", lambda step: 0)
+    monkeypatch.setattr("tools.timing._cpu_step_peak_bytes", lambda step: 0)
     time_training(sides, "eager", torch.device("cpu"), warmup=1, steps=4)
     assert "".join(calls) == "AB" + "ABBAABBA"  # warmup, then the timed steps
     calls.clear()
@@ -276,10 +276,10 @@ def test_keep_freed_cpu_memory_sets_both_glibc_thresholds_and_reports_a_missing_
 
 def test_malloc_trim_auto_keeps_memory_where_it_can_and_off_refuses_to_fall_back(monkeypatch):
     calls = []
-    monkeypatch.setattr("reftx_lib.bench.cli.keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("tools.__main__.keep_freed_cpu_memory", lambda: calls.append(1) or True)
     assert [apply_malloc_trim(c) for c in ("auto", "off", "on")] == ["off", "off", "on"]
     assert len(calls) == 2  # "on" leaves glibc alone
-    monkeypatch.setattr("reftx_lib.bench.cli.keep_freed_cpu_memory", lambda: False)  # not glibc
+    monkeypatch.setattr("tools.__main__.keep_freed_cpu_memory", lambda: False)  # not glibc
     assert apply_malloc_trim("auto") == "on"
     with pytest.raises(SystemExit, match="use auto or on"):
         apply_malloc_trim("off")

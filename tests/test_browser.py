@@ -58,7 +58,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from reftx_lib import ReferenceTransformer
-from reftx_lib.analysis.attention.explorer import AttentionExplorer
+from reftx_lib.attention.explorer import AttentionExplorer
 
 texts = ["Amanda: I baked cookies. Do you want some?\\nJerry: Sure!", "Amanda will bring Jerry cookies.",
          "the cat sat on the mat. the dog sat on the log."]
@@ -87,9 +87,9 @@ explorer.widget
 """
 # The screenshot's setup: the course's trained SAMSum baseline (full preset) on three test dialogues.
 TRAINED_SETUP = """\
-from reftx_lib.analysis.attention.explorer import AttentionExplorer
-from reftx_lib.course.experiments import samsum_baseline
-from reftx_lib.course.presets import get_preset
+from reftx_lib.attention.explorer import AttentionExplorer
+from course.experiments import samsum_baseline
+from course.presets import get_preset
 from reftx_lib.data.tokenizer import load_tokenizer
 
 preset = get_preset("full")

@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from reftx_lib.course.runner import report, run_course
+from course.runner import report, run_course
 
 
 def cli(*args):

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from course.memory import training_memory_mb
 from reftx_lib import ModelConfig
 from reftx_lib.train.evaluation import distinct_n, repetition_rate
-from reftx_lib.train.memory import training_memory_mb
 
 TINY = ModelConfig(
     vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=64
@@ -69,8 +69,8 @@ def test_distinct_n():
 @pytest.mark.parametrize("size", ["smoke", "tiny", "small"])
 def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_parameters(size):
     """Exp 1's parameter-matched arm: within half a d_ff unit's parameters of the encoder-decoder."""
+    from course.experiments import matched_d_ff
     from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-    from reftx_lib.course.experiments import matched_d_ff
 
     def total(cls, **overrides):
         with torch.device("meta"):
@@ -83,8 +83,8 @@ def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_paramete
 
 def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_budget():
     """Exp 1, Exp 2 and Exp 3's SAMSum control share one recipe: they differ only in architecture or data."""
-    from reftx_lib.course.experiments import exp1_settings, exp2_settings, exp3_settings
-    from reftx_lib.course.presets import PRESET_CHOICES, get_preset
+    from course.experiments import exp1_settings, exp2_settings, exp3_settings
+    from course.presets import PRESET_CHOICES, get_preset
 
     for name in PRESET_CHOICES:
         preset = get_preset(name)
@@ -100,7 +100,7 @@ def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_b
 
 def test_train_config_has_no_hidden_defaults():
     """A section without its optimisation settings is an error naming them, not a run on fallback values."""
-    from reftx_lib.course.experiments import train_config
+    from course.experiments import train_config
 
     with pytest.raises(ValueError, match=r"lacks \['lr', 'warmup_steps', 'eval_every'\].*presets.py"):
         train_config(
@@ -112,8 +112,8 @@ def test_train_config_has_no_hidden_defaults():
 def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
     """``gpu-dry`` is the gpu preset's models and lengths for two steps, at batches a CPU can hold: what a
     first run needs."""
-    from reftx_lib.course.experiments import train_config
-    from reftx_lib.course.presets import DRY_RUN, DRY_RUN_MAX_BATCH_TOKENS, get_preset
+    from course.experiments import train_config
+    from course.presets import DRY_RUN, DRY_RUN_MAX_BATCH_TOKENS, get_preset
 
     full, dry = get_preset(name), get_preset(f"{name}-dry")
     for section, settings in full.items():
@@ -142,7 +142,7 @@ class _Tok:
 
 
 def test_a_prediction_holds_only_when_every_seed_agrees():
-    from reftx_lib.analysis.verdicts import ONE_SEED, prediction_table, range_verdict
+    from course.verdicts import ONE_SEED, prediction_table, range_verdict
 
     assert range_verdict([2.1, 2.5], 2.0, 3.0) == "holds"
     assert range_verdict([1.1, 1.9], 2.0, 3.0) == "fails"
@@ -190,8 +190,8 @@ class _Vocab:
 def test_exp3_control_is_the_baseline_itself_exactly_where_both_are_one_run(monkeypatch, name, shared):
     """Where the preset trains the SAMSum baseline with Exp 1's recipe, Exp 3's control reuses its checkpoint
     instead of training the same run under a second name; elsewhere it is its own run."""
-    from reftx_lib.course import experiments
-    from reftx_lib.course.presets import get_preset
+    from course import experiments
+    from course.presets import get_preset
 
     monkeypatch.setattr(experiments, "samsum_data", lambda cfg, tok: ({}, {}))
     with torch.device("meta"):  # builds the models without their weights
@@ -207,8 +207,8 @@ def test_exp3_control_is_the_baseline_itself_exactly_where_both_are_one_run(monk
 
 
 def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs():
-    from reftx_lib.course.experiments import EXP1_ARMS, exp1_arms
-    from reftx_lib.course.presets import get_preset
+    from course.experiments import EXP1_ARMS, exp1_arms
+    from course.presets import get_preset
 
     assert list(exp1_arms(get_preset("cpu"))) == list(EXP1_ARMS)
     assert "deconly_matched" not in exp1_arms(get_preset("full"))
@@ -221,8 +221,8 @@ def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs()
 def test_an_exp1_run_on_fewer_documents_is_another_run(monkeypatch):
     """The raw-text document subset is part of a run's identity: a preset that trains on fewer documents
     never resumes, or reads as its own, a checkpoint written on the whole corpus."""
-    from reftx_lib.course import experiments
-    from reftx_lib.course.presets import get_preset
+    from course import experiments
+    from course.presets import get_preset
     from reftx_lib.train.trainer import identity_of
 
     monkeypatch.setattr(experiments, "rawtext_data", lambda cfg, tok, layout: ({}, {}))

@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from reftx_lib.course.runner import for_commit
+from course.runner import for_commit
 from reftx_lib.paths import repo_root
 
 # An absolute path under a folder that names a machine's users or workspaces. Scripts may name

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from reftx_lib import ReferenceDecoderOnly
-from reftx_lib.bench import learning
 from reftx_lib.train.trainer import TrainConfig, train
+from tools import learning
 
 K = 64  # distinct tokens in the synthetic task (ids 4 .. 4 + K - 1): a context-free model scores log K
 
@@ -176,7 +176,7 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     So whatever separates the two in the learning benchmark is the initial draw, the dropout
     masks, or the position signal, never a difference in the maths of a block.
     """
-    from reftx_lib.bench.peers import copy_gpt2_into_ours, gpt2_pairs, peer_gpt2
+    from tools.peers import copy_gpt2_into_ours, gpt2_pairs, peer_gpt2
 
     torch.manual_seed(0)
     gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
@@ -200,7 +200,7 @@ def test_from_gpt2s_initial_weights_ours_trains_exactly_like_gpt2():
     """The benchmark's training of both sides (steps, AdamW, schedule, clipping, dropout masks) is the same:
     started from GPT-2's own draw, ours follows GPT-2's validation curve. The gap between independent draws
     is therefore the draw, not the training."""
-    from reftx_lib.bench.peers import copy_gpt2_into_ours
+    from tools.peers import copy_gpt2_into_ours
 
     setup = learning.LearningSetup(size="smoke", steps=6, warmup_steps=2, eval_every=3, batch_size=4)
     rng = random.Random(0)
@@ -225,7 +225,7 @@ def test_from_gpt2s_initial_weights_ours_trains_exactly_like_gpt2():
 def test_peer_init_gives_ours_every_gpt2_weight_but_the_position_table(tmp_path, monkeypatch):
     """``--peer-init``: ours with sinusoids starts from GPT-2's draw in every weight it has, so only the
     positions differ; a learned-positions variant then has nothing left to differ and trains like GPT-2."""
-    from reftx_lib.bench.peers import gpt2_pairs, peer_gpt2
+    from tools.peers import gpt2_pairs, peer_gpt2
 
     gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
     ours = ReferenceDecoderOnly.from_preset("smoke", vocab_size=97, max_len=24)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reftx_lib.course.results import README_BEGIN, README_END, readme_table
-from reftx_lib.course.runner import notebooks
+from course.results import README_BEGIN, README_END, readme_table
+from course.runner import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebooks()
@@ -77,5 +77,5 @@ def test_readme_results_table_is_generated_from_results():
     text = (ROOT / "README.md").read_text()
     table = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
     assert table == readme_table(), (
-        "README results table is stale: run `python -m reftx_lib results --update-readme`"
+        "README results table is stale: run `python -m course results --update-readme`"
     )

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from reftx_lib.course import results
-from reftx_lib.course.results import provenance, save_results, stored_results_table, update_readme
+from course import results
+from course.results import provenance, save_results, stored_results_table, update_readme
 
 
 @pytest.fixture()
@@ -62,8 +62,8 @@ def test_readme_table_is_regenerated_between_markers(registry, tmp_path, monkeyp
 
 
 def test_verdicts_beside_supports_only_the_same_decision_as_the_reference_run(tmp_path, monkeypatch):
-    from reftx_lib.course import results
-    from reftx_lib.course.results import verdicts_beside
+    from course import results
+    from course.results import verdicts_beside
 
     monkeypatch.setattr(results, "results_dir", lambda: tmp_path)
     mine = {"a": "holds (one seed: no noise estimate)", "b": "fails", "c": "cannot decide: seeds disagree"}

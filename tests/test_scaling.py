@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from reftx_lib import ReferenceTransformer
-from reftx_lib.analysis.scaling import (
+from course.scaling import (
     fit_gain_per_doubling,
     fit_power_law,
     gain_per_doubling,
@@ -16,6 +15,7 @@ from reftx_lib.analysis.scaling import (
     size_overrides,
     training_flops,
 )
+from reftx_lib import ReferenceTransformer
 
 
 def synthetic(n, e=1.8, a=40.0, alpha=0.3, noise=0.0, seeds=1, rng_seed=0):
@@ -118,7 +118,7 @@ def test_ladder_entries():
 def test_alpha_interval_includes_zero_exactly_when_the_report_says_no_scaling():
     import pandas as pd
 
-    from reftx_lib.analysis.scaling import alpha_interval, fit_report
+    from course.scaling import alpha_interval, fit_report
 
     table = pd.DataFrame(
         {
@@ -144,7 +144,7 @@ def test_alpha_interval_includes_zero_exactly_when_the_report_says_no_scaling():
 def test_fit_report_says_when_the_law_misses_its_points_by_more_than_the_noise():
     import pandas as pd
 
-    from reftx_lib.analysis.scaling import fit_report
+    from course.scaling import fit_report
 
     table = pd.DataFrame(
         {
@@ -163,7 +163,7 @@ def test_fit_report_says_when_the_law_misses_its_points_by_more_than_the_noise()
 def test_compute_frontier_names_the_lowest_curve_at_each_budget():
     import pandas as pd
 
-    from reftx_lib.analysis.scaling import compute_frontier
+    from course.scaling import compute_frontier
 
     small = pd.DataFrame({"flops": [1e9, 1e10, 1e11], "loss": [5.0, 4.0, 3.8]})
     big = pd.DataFrame({"flops": [1e10, 1e11, 1e12], "loss": [5.0, 3.7, 3.0]})
@@ -177,7 +177,7 @@ def test_compute_frontier_names_the_lowest_curve_at_each_budget():
 def test_returns_report_tells_shrinking_from_growing_returns_and_data_limits():
     import pandas as pd
 
-    from reftx_lib.analysis.scaling import returns_report
+    from course.scaling import returns_report
 
     n = [1e4, 1e4, 1e5, 1e5, 1e6, 1e6]
     shrinking = gain_per_doubling(n, [5.0, 5.0, 4.0, 4.0, 3.7, 3.7])
@@ -197,7 +197,7 @@ def test_returns_report_tells_shrinking_from_growing_returns_and_data_limits():
 def test_per_size_means_seeds_and_rouge_report_leaves_out_a_size_that_repeats_its_summaries():
     import pandas as pd
 
-    from reftx_lib.analysis.scaling import per_size, rouge_by_size_report
+    from course.scaling import per_size, rouge_by_size_report
 
     def run(size, seed, rouge1, distinct, n):
         return dict(

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from reftx_lib.course import sweep
+from course import sweep
 
 
 def test_points_move_one_factor_at_a_time_and_repeat_the_base_per_seed():

@@ -175,7 +175,7 @@ def test_bad_arguments_raise():
 
 
 def test_every_variant_starts_from_the_same_fresh_weights_where_it_copies_nothing():
-    from reftx_lib.analysis.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, copied_share, transfer_model
+    from course.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, copied_share, transfer_model
 
     dec = pretrained()
     scratch = transfer_model("scratch", dec, seed=3)
@@ -195,7 +195,7 @@ def test_every_variant_starts_from_the_same_fresh_weights_where_it_copies_nothin
 
 
 def test_transfer_summary_judges_differences_against_twice_the_seed_noise():
-    from reftx_lib.analysis.transfer import transfer_report, transfer_summary
+    from course.transfer import transfer_report, transfer_summary
 
     runs = [
         ("scratch", 0.1, 0, 5.00),
@@ -227,8 +227,8 @@ def test_transfer_summary_judges_differences_against_twice_the_seed_noise():
 
 
 def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rejects_unknown_variants():
-    from reftx_lib.course.experiments import equal_compute_steps, exp2_settings, exp5_plan, exp5_settings
-    from reftx_lib.course.presets import get_preset
+    from course.experiments import equal_compute_steps, exp2_settings, exp5_plan, exp5_settings
+    from course.presets import get_preset
 
     cfg = dict(fractions=[0.1, 1.0], seeds=[0, 1], variants={"1.0": ["scratch", "scratch_equal_compute"]})
     plan = exp5_plan(cfg, seed=0)
@@ -245,7 +245,7 @@ def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rej
 
 
 def test_rouge_report_judges_rouge_against_its_seed_noise_and_names_a_repeating_summarizer():
-    from reftx_lib.analysis.transfer import rouge_report
+    from course.transfer import rouge_report
 
     def run(variant, seed, rouge1, distinct, fraction=0.1):
         return dict(variant=variant, fraction=fraction, seed=seed, rouge1=rouge1, distinct_share=distinct)

@@ -161,7 +161,7 @@ def cached_tokenizer(key: str) -> PreTrainedTokenizerFast:
     if not (folder / INFO_FILE).is_file():
         raise FileNotFoundError(
             f"tokenizer {key} is not cached in {cache_dir()}: copy its folder tokenizer-{key} there, or "
-            "rebuild it with `python -m reftx_lib prepare` from the corpora it was trained on"
+            "rebuild it with `python -m course prepare` from the corpora it was trained on"
         )
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
 

@@ -55,11 +55,11 @@ class ModelConfig:
     # residual stream before the final LayerNorm, so what the embedding writes there must be as
     # small as what each block adds at initialization, and the position signal no larger than the
     # token signal. The 2017 paper's x sqrt(d_model) and unit-amplitude sinusoids (post-LN, with
-    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``reftx_lib.bench.learning``.
+    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``tools.learning``.
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
     position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
     # "sinusoidal" (the 2017 paper, fixed) or "learned" (GPT-2: a trained (max_len, D) table at N(0, 0.02)).
-    # The two learn alike in ``python -m reftx_lib bench --learning``; see
+    # The two learn alike in ``python -m tools --learning``; see
     # ``results/bench/learning-cpu.json``.
     positions: str = "sinusoidal"
 

@@ -195,7 +195,7 @@ class FeedForward(nn.Module):
     """Position-wise MLP: D -> d_ff -> D with (exact) GELU.
 
     No dropout inside: as in the 2017 paper and GPT-2, dropout acts on the sub-layer's
-    output (``_Residual``); one more inside slowed early learning (``reftx_lib.bench.learning``).
+    output (``_Residual``); one more inside slowed early learning (``tools.learning``).
     """
 
     def __init__(self, d_model: int, d_ff: int) -> None:

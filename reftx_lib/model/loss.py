@@ -38,7 +38,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pad_id: int) -> di
         # Every negative label (-100) becomes pad. clamp tells torch.compile that targets are
         # >= 0, so the fused loss kernel needs no negative-index wrap-around over the whole
         # (B*T, V) logits: the compiled tiny encoder-decoder's training step is ~8% faster
-        # than with masked_fill (see ``python -m reftx_lib bench``).
+        # than with masked_fill (see ``python -m tools``).
         labels = labels.clamp(min=0)
     else:
         labels = labels.masked_fill(labels < 0, pad_id)

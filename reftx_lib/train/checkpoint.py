@@ -173,7 +173,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no checkpoint at {path}; train first (python -m reftx_lib train ...) or point to an existing "
+            f"no checkpoint at {path}; train first (python -m course train ...) or point to an existing "
             ".pt file"
         )
     metadata = _header(path)

@@ -1,12 +1,13 @@
 """One place that picks the device and names it, so no notebook hard-codes ``.cuda()``.
 
-It imports nothing of reftx: saving a result (``reftx_lib.course.results``) names the
+It imports nothing of reftx: saving a result (``course.results``) names the
 device without loading the models.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 
 import torch
@@ -64,3 +65,23 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process right now (Linux), in MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; on CPU the process's current RSS.
+
+    CPU RSS is process-wide (data, tokenizer and Python included), so compare it
+    only between runs made the same way.
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return current_rss_mb()

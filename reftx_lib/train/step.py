@@ -6,15 +6,10 @@ train through ``training_step``: what one of them measures is what the others do
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-
-from ..data.batching import pad_batch
-from ..model.transformer import BaseLanguageModel
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager:
@@ -48,27 +43,3 @@ def training_step(
     if scheduler is not None:
         scheduler.step()
     return loss
-
-
-def step_seconds(model: BaseLanguageModel, rows: list[list[int]], device: torch.device) -> float:
-    """Wall-clock seconds of one ``training_step`` of a copy of ``model`` on ``rows``.
-
-    ``model`` itself is not changed. The step is the trainer's: the inputs the model asks for
-    (``training_inputs``) and only the loss (``return_logits=False``). On CUDA the clock waits
-    for the device at both ends.
-    """
-    m = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    inputs = {k: v.to(device) for k, v in m.training_inputs(pad_batch(rows)).items()}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    training_step(
-        m,
-        lambda: m(**inputs, check_ids=False, return_logits=False)["loss"],
-        optimizer,
-        autocast=autocast_for(device),
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start

@@ -41,9 +41,8 @@ from ..data.batching import pad_batch, token_budget_batches
 from ..model.config import ModelConfig
 from ..model.transformer import BaseLanguageModel
 from .checkpoint import load_checkpoint, restore_weights, save_checkpoint, set_rng_state
-from .device import resolve_device
+from .device import peak_memory_mb, resolve_device
 from .evaluation import evaluate_loss
-from .memory import peak_memory_mb
 from .step import autocast_for, training_step
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..constants import BOS_ID, EOS_ID, PAD_ID
-from ..model.config import MODEL_PRESETS
-from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.constants import BOS_ID, EOS_ID, PAD_ID
+from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
 
 VOCAB_SIZE = 8192
 ARCHITECTURES = ("decoder-only", "encoder-decoder")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...data.batching import pad_batch
-from ...model.transformer import BaseLanguageModel, ReferenceTransformer
+from ..data.batching import pad_batch
+from ..model.transformer import BaseLanguageModel, ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
 # Which token sequence labels the rows / columns of each kind.

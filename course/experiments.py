@@ -15,20 +15,20 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
-from ..analysis.scaling import SizeSpec, size_name, size_overrides
-from ..analysis.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
-from ..data.corpora import load_corpus
-from ..data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
-from ..data.tokenizer import tokenizer_info
-from ..model.config import ModelConfig
-from ..model.transformer import (
+from course.scaling import SizeSpec, size_name, size_overrides
+from course.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
+from reftx_lib.data.corpora import load_corpus
+from reftx_lib.data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
+from reftx_lib.data.tokenizer import tokenizer_info
+from reftx_lib.model.config import ModelConfig
+from reftx_lib.model.transformer import (
     BaseLanguageModel,
     ReferenceDecoderOnly,
     ReferencePrefixLM,
     ReferenceTransformer,
 )
-from ..paths import checkpoint_dir
-from ..train.trainer import History, TrainConfig, fit, identity_of
+from reftx_lib.paths import checkpoint_dir
+from reftx_lib.train.trainer import History, TrainConfig, fit, identity_of
 
 MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly, "prefixlm": ReferencePrefixLM}
 RAWTEXT_MODES = ("midpoint", "prefix", "documents", "blocks")
@@ -108,7 +108,7 @@ def train_config(
     """A TrainConfig from a preset section, checkpointed under ``checkpoints/<preset>/<name>``.
 
     The section names every setting that shapes the run; none has a default here, so a run's
-    settings are read in one place (``reftx_lib.course.presets``), never half there and half here.
+    settings are read in one place (``course.presets``), never half there and half here.
     """
     cfg = {**cfg, **overrides}
     missing = [k for k in ("max_steps", "lr", "warmup_steps", "batch_tokens", "eval_every") if k not in cfg]

@@ -33,8 +33,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..train.step import autocast_for, training_step
-from .peers import Side
+from reftx_lib.train.step import autocast_for, training_step
+from tools.peers import Side
 
 
 def _sync(device: torch.device) -> None:

@@ -75,7 +75,7 @@ _SAMSUM = _by_preset(
     dropout=         (0.1,     0.1,    0.1,    0.1),
 )
 
-# Exp 1's arms (reftx_lib.course.experiments.EXP1_ARMS). full leaves out the parameter-matched decoder-only
+# Exp 1's arms (course.experiments.EXP1_ARMS). full leaves out the parameter-matched decoder-only
 # arm (12 min at mini), so that notebook 03 trains within its hour and the course within 150 minutes; its
 # question (does the gap stay at equal parameters?) is answered by the cpu and gpu runs.
 _ARMS = ["encdec", "deconly", "deconly_matched", "prefix_lm"]

@@ -1,7 +1,7 @@
-"""Command line: ``python -m reftx_lib prepare|train|evaluate|generate|run|bench|sweep|results``.
+"""Command line: ``python -m course prepare|train|evaluate|generate|run|sweep|results``.
 
 Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
-``reftx_lib.course.presets``); bad options, presets or data names exit with a message
+``course.presets``); bad options, presets or data names exit with a message
 and status 2 (argparse), failed notebooks or checks with status 1.
 """
 
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .course.presets import PRESET_CHOICES
+from course.presets import PRESET_CHOICES
 
 DATA_NAMES = ("samsum", "textbooks")
 
@@ -49,9 +49,9 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 def _setup(args, tok=None):
     """Tokenizer (unless given), preset section and encoded data for ``--data`` at ``--preset``."""
-    from .course.experiments import exp1_settings, rawtext_data, samsum_data
-    from .course.presets import get_preset
-    from .data.tokenizer import load_tokenizer
+    from course.experiments import exp1_settings, rawtext_data, samsum_data
+    from course.presets import get_preset
+    from reftx_lib.data.tokenizer import load_tokenizer
 
     preset = get_preset(args.preset)
     tok = tok or load_tokenizer(preset["data"]["vocab_size"])
@@ -65,8 +65,8 @@ def _setup(args, tok=None):
 
 
 def cmd_prepare(args) -> int:
-    from .data.corpora import corpus_stats, load_corpus
-    from .data.tokenizer import tokenizer_info
+    from reftx_lib.data.corpora import corpus_stats, load_corpus
+    from reftx_lib.data.tokenizer import tokenizer_info
 
     args.model = "encdec"
     tok, _, _, stats = _setup(args)
@@ -85,8 +85,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .course.experiments import build_model, train_config
-    from .train.trainer import fit, init_distributed, train
+    from course.experiments import build_model, train_config
+    from reftx_lib.train.trainer import fit, init_distributed, train
 
     init_distributed()  # a no-op unless started by torchrun --nproc_per_node N
     tok, cfg, data, _ = _setup(args)
@@ -116,8 +116,8 @@ def cmd_train(args) -> int:
 
 def _trained(path: str):
     """The model of checkpoint ``path`` and the tokenizer it was trained with, read from its cached folder."""
-    from .data.tokenizer import cached_tokenizer, load_tokenizer
-    from .train.checkpoint import load_checkpoint, model_from
+    from reftx_lib.data.tokenizer import cached_tokenizer, load_tokenizer
+    from reftx_lib.train.checkpoint import load_checkpoint, model_from
 
     ckpt = load_checkpoint(path)
     model = model_from(ckpt)
@@ -126,7 +126,7 @@ def _trained(path: str):
 
 
 def cmd_evaluate(args) -> int:
-    from .train.evaluation import compute_rouge, generate_summaries, perplexity
+    from reftx_lib.train.evaluation import compute_rouge, generate_summaries, perplexity
 
     model, tok = _trained(args.checkpoint)
     args.model = "encdec" if model.is_encoder_decoder else "deconly"
@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from .train.device import resolve_device
+    from reftx_lib.train.device import resolve_device
 
     if not args.text.strip():
         raise ValueError("--text is empty: give a prompt (decoder-only) or a dialogue (encoder-decoder)")
@@ -176,13 +176,13 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .course.runner import report, run_course
+    from course.runner import report, run_course
 
     return report(run_course(args.preset, args.only, update_notebooks=args.update_notebooks))
 
 
 def cmd_results(args) -> int:
-    from .course.results import readme_table, update_readme
+    from course.results import readme_table, update_readme
 
     if args.update_readme:
         print("README.md updated" if update_readme() else "README.md already up to date")
@@ -192,7 +192,7 @@ def cmd_results(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reftx_lib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="load a corpus, build the tokenizer, print statistics")
@@ -252,11 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "bench", help="training and generation speed against the Hugging Face peers", add_help=False
-    )
-    p.set_defaults(func=None)
-
-    p = sub.add_parser(
         "sweep",
         help="learning per CPU-minute: lr, batch tokens, context and vocabulary at equal time",
         add_help=False,
@@ -268,12 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_results)
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmark owns its options
-        from .bench.cli import main as bench_main
-
-        return bench_main(argv[1:])
     if argv[:1] == ["sweep"]:  # so does the sweep
-        from .course.sweep import main as sweep_main
+        from course.sweep import main as sweep_main
 
         return sweep_main(argv[1:])
     args = parser.parse_args(argv)

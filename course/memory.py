@@ -7,35 +7,14 @@ notebook holds is counted.
 
 from __future__ import annotations
 
-import os
 import time
 
 import torch
 
-from ..data.batching import pad_batch
-from .checkpoint import MODEL_CLASSES
-from .device import resolve_device
-from .step import autocast_for, training_step
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process right now (Linux), in MiB."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch on CUDA; on CPU the process's current RSS.
-
-    CPU RSS is process-wide (data, tokenizer and Python included), so compare it
-    only between runs made the same way.
-    """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return current_rss_mb()
+from reftx_lib.data.batching import pad_batch
+from reftx_lib.train.checkpoint import MODEL_CLASSES
+from reftx_lib.train.device import current_rss_mb, resolve_device
+from reftx_lib.train.step import autocast_for, training_step
 
 
 def _peak_rss_mb() -> float:

@@ -1,7 +1,7 @@
 """Speed result rows: ours against its peer per size, architecture and mode, and the table of them.
 
-``train_row`` times a training step of each side (``reftx_lib.bench.peers`` builds the
-pair, ``reftx_lib.bench.timing`` times it), ``generation_rows`` their greedy decoding,
+``train_row`` times a training step of each side (``tools.peers`` builds the
+pair, ``tools.timing`` times it), ``generation_rows`` their greedy decoding,
 and ``real_data_row`` the training loop on the course's data; ``format_table`` prints them.
 
 ``--real-data`` asks whether the training loop keeps the device as busy on the
@@ -29,12 +29,12 @@ import statistics
 import torch
 from torch import nn
 
-from ..constants import SEP_ID
-from ..model.transformer import ReferenceDecoderOnly, ReferenceTransformer
-from ..train.device import cpu_model
-from ..train.step import autocast_for
-from .peers import VOCAB_SIZE, build_pair, random_batch
-from .timing import paired_ratio, time_generation, time_training
+from reftx_lib.constants import SEP_ID
+from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.train.device import cpu_model
+from reftx_lib.train.step import autocast_for
+from tools.peers import VOCAB_SIZE, build_pair, random_batch
+from tools.timing import paired_ratio, time_generation, time_training
 
 REAL_DATA_ROUNDS = 3  # synthetic-then-real trainer runs per --real-data row; the median round is reported
 H100_BF16_PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16, no sparsity
@@ -173,9 +173,9 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
 @functools.cache  # every size and mode of one run trains on the same rows: load and encode them once
 def _course_rows(arch: str, device_type: str) -> tuple[str, list[list[int]]]:
     """The course's training rows for ``arch``, capped as the matching course preset caps them."""
-    from ..course.experiments import rawtext_data, samsum_data
-    from ..course.presets import get_preset
-    from ..data.tokenizer import load_tokenizer
+    from course.experiments import rawtext_data, samsum_data
+    from course.presets import get_preset
+    from reftx_lib.data.tokenizer import load_tokenizer
 
     preset = get_preset("gpu" if device_type == "cuda" else "cpu")
     tokenizer = load_tokenizer(VOCAB_SIZE)
@@ -199,7 +199,7 @@ def _trainer_throughput(
     arch: str, preset: str, rows: list[list[int]], mode: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, float]:
     """Real input tokens/s of ``train`` over the steps after warmup, and the padding share there."""
-    from ..train.trainer import TrainConfig, train
+    from reftx_lib.train.trainer import TrainConfig, train
 
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
     torch.manual_seed(0)

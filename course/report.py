@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..train.trainer import History
-from .experiments import CourseModel
+from course.experiments import CourseModel
+from reftx_lib.train.trainer import History
 
 
 def flops_per_supervised_token(course: CourseModel) -> float:
@@ -33,7 +33,7 @@ def training_report(
     courses: dict[str, CourseModel], histories: dict[str, History], matmul_peak: float | None = None
 ) -> pd.DataFrame:
     """One row per trained model: steps, tokens, time, tokens/s, the share of ``matmul_peak`` (FLOP/s, as
-    ``reftx_lib.course.sweep.matmul_flops_per_s`` measures it) its training FLOPs reach, and whether its
+    ``course.sweep.matmul_flops_per_s`` measures it) its training FLOPs reach, and whether its
     validation curve flattened (fell by less than ``FLAT`` over the last quarter of its steps).
     """
     rows = {}

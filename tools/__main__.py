@@ -2,8 +2,8 @@
 
 The question it answers: is the teaching code slow? Each of our models runs
 next to the closest ``transformers`` model of identical shape (a peer,
-``reftx_lib.bench.peers``), timed step by step (``reftx_lib.bench.timing``);
-the rows and their table are ``reftx_lib.bench.speed``'s.
+``tools.peers``), timed step by step (``tools.timing``);
+the rows and their table are ``tools.speed``'s.
 
 By default (``--malloc-trim auto``) glibc is stopped from handing freed heap memory
 back to the OS for the whole run, both sides alike (``reftx_lib.train.device.keep_freed_cpu_memory``).
@@ -15,8 +15,8 @@ Keeping freed memory removes that coupling, as CUDA's caching allocator does on 
 no ``mallopt`` (not glibc), ``auto`` leaves it alone too. The stored provenance records
 which one ran.
 
-Run: ``python -m reftx_lib bench --configs tiny small --json``. What a step *teaches*, rather
-than what it costs, is measured by ``python -m reftx_lib bench --learning`` (``reftx_lib.bench.learning``).
+Run: ``python -m tools --configs tiny small --json``. What a step *teaches*, rather
+than what it costs, is measured by ``python -m tools --learning`` (``tools.learning``).
 Defaults cover the four seed configs (tiny, small, medium, large); shapes are
 CPU-sized on CPU (batch 8, seq_len 128) and the issue's reference on CUDA
 (batch 128 x seq_len 512 = 65,536 tokens per step).
@@ -33,17 +33,17 @@ from collections.abc import Iterator
 
 import torch
 
-from ..model.config import MODEL_PRESETS
-from ..train.device import keep_freed_cpu_memory, resolve_device
-from .peers import ARCHITECTURES
-from .speed import format_table, generation_rows, real_data_row, train_row
+from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.train.device import keep_freed_cpu_memory, resolve_device
+from tools.peers import ARCHITECTURES
+from tools.speed import format_table, generation_rows, real_data_row, train_row
 
 SEED_CONFIGS = ("tiny", "small", "medium", "large")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse options and fill the device-dependent defaults (``args.device`` becomes a torch.device)."""
-    p = argparse.ArgumentParser(prog="python -m reftx_lib bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--configs",
@@ -167,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 1 if any row holds an error (e.g. a failed compile), else 0.
     ``--learning`` hands the remaining options to the learning-parity benchmark
-    (``reftx_lib.bench.learning``).
+    (``tools.learning``).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--learning" in argv:
-        from .learning import main as learning_main
+        from tools.learning import main as learning_main
 
         argv.remove("--learning")
         return learning_main(argv)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(format_table(rows))
     if args.save:
-        from ..course.results import provenance, save_results
+        from course.results import provenance, save_results
 
         peer_rows = [r for r in rows if r.get("ratio") is not None and r["kind"] != "real-data"]
         ratios = [r["ratio"] for r in peer_rows]

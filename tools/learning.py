@@ -1,6 +1,6 @@
 """Learning-parity benchmark: does a training step of ours teach as much as a step of the peer?
 
-``reftx_lib.bench.speed`` shows that a step of ours costs no more than a step of the
+``tools.speed`` shows that a step of ours costs no more than a step of the
 Hugging Face peer. That says nothing about what a step is worth: a model that
 is fast but learns less per step gives worse answers for the same CPU time.
 This benchmark trains each of our models and its peer with everything held
@@ -30,7 +30,7 @@ difference must exceed). ``--ours-variant`` adds our model built with other
 ``ModelConfig`` values, for instance the initialization it had before
 (``scale_embedding=True, position_scale=1.0``), so a lesson can show the difference the fix makes.
 
-Run: ``python -m reftx_lib bench --learning --save cpu``. The result goes to
+Run: ``python -m tools --learning --save cpu``. The result goes to
 ``results/bench/learning-<save>.json``.
 """
 
@@ -49,15 +49,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import nn
 
-from ..constants import BOS_ID, IGNORE_INDEX, PAD_ID, SEP_ID
-from ..data.batching import pad_batch
-from ..model import packing
-from ..model.config import MODEL_PRESETS
-from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
-from .peers import copy_gpt2_into_ours
+from course.benchmarks import gap_verdict, load_stored, merge_stored, verdict_lines
+from reftx_lib.constants import BOS_ID, IGNORE_INDEX, PAD_ID, SEP_ID
+from reftx_lib.data.batching import pad_batch
+from reftx_lib.model import packing
+from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from tools.peers import copy_gpt2_into_ours
 
 CORPORA = ("textbooks", "samsum", "tinystories")
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
@@ -119,8 +119,8 @@ def corpus_rows(
     """Training rows and the first ``n_val`` validation rows of ``corpus`` in ``arch``'s layout."""
     from datasets import DatasetDict
 
-    from ..data.corpora import load_corpus
-    from ..data.preprocessing import encode_documents, encode_midpoint, encode_samsum
+    from reftx_lib.data.corpora import load_corpus
+    from reftx_lib.data.preprocessing import encode_documents, encode_midpoint, encode_samsum
 
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; allowed values: {list(CORPORA)}")
@@ -225,8 +225,8 @@ def ours(
 
 
 def peer(arch: str, setup: LearningSetup, vocab_size: int, max_len: int) -> Side:
-    """The Hugging Face peer for ``arch`` (see ``reftx_lib.bench.peers``), with our dropout on every path."""
-    from .peers import peer_gpt2, peer_mbart
+    """The Hugging Face peer for ``arch`` (see ``tools.peers``), with our dropout on every path."""
+    from tools.peers import peer_gpt2, peer_mbart
 
     if arch == "decoder-only":
         model = peer_gpt2(setup.size, max_len, vocab_size=vocab_size, dropout=setup.dropout)
@@ -286,8 +286,8 @@ def train_side(
     """
     from tqdm.auto import tqdm
 
-    from ..train.step import training_step
-    from ..train.trainer import OPTIMIZER_FIELDS, TrainConfig, lr_lambda, make_optimizer
+    from reftx_lib.train.step import training_step
+    from reftx_lib.train.trainer import OPTIMIZER_FIELDS, TrainConfig, lr_lambda, make_optimizer
 
     config = TrainConfig(max_steps=setup.steps, **{name: getattr(setup, name) for name in OPTIMIZER_FIELDS})
     optimizer = make_optimizer(side.model, config, torch.device("cpu"))
@@ -420,76 +420,6 @@ def compare(
     }
 
 
-# -------------------------------------------------------------------- report
-def gap_verdict(row: dict, tolerance: float, warmup_steps: int) -> dict:
-    """Is ours within ``tolerance`` nats of the peer after warm-up, and can this run tell?
-
-    Both sides of one seed train on the same batches, so the difference is taken per seed
-    (paired) and its noise is the standard error of the mean over seeds, at each evaluation
-    after warm-up. ``behind`` if at some step the mean gap exceeds ``tolerance`` by more than
-    its 95% margin, Student's t quantile for n - 1 degrees of freedom times the standard
-    error (12.7 standard errors for two seeds, 4.3 for three: few seeds decide little; with
-    one seed there is no noise estimate, and any excess counts); ``within`` if the mean gap
-    is at most ``tolerance`` at every step; otherwise ``undecided``. The step reported is the
-    one that decides: the largest clear excess, else the largest gap.
-    """
-    seeds = list(row["runs"]["ours"])
-    found = []  # (mean gap, standard error or None, step) per evaluation after warm-up
-    for i, step in enumerate(row["steps"]):
-        if step <= warmup_steps:
-            continue
-        diffs = [row["runs"]["ours"][s]["curve"][i][1] - row["runs"]["peer"][s]["curve"][i][1] for s in seeds]
-        mean = sum(diffs) / len(diffs)
-        se = (
-            (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-            if len(diffs) > 1
-            else None
-        )
-        found.append((mean, se, step))
-    margin = float(stats.t.ppf(0.975, len(seeds) - 1)) if len(seeds) > 1 else 0.0  # standard errors
-    clear = [f for f in found if f[0] > tolerance and (f[1] is None or f[0] - tolerance > margin * f[1])]
-    if clear:
-        status, (gap, se, step) = "behind", max(clear)
-    else:
-        gap, se, step = max(found)
-        status = "within" if gap <= tolerance else "undecided"
-    noise = "" if se is None else f" ± {se:.3f} (standard error over {len(seeds)} seeds)"
-    text = {
-        "within": f"within the {tolerance} target at every step",
-        "undecided": f"above the {tolerance} target by less than the 95% margin of {len(seeds)} seeds "
-        f"({margin:.1f} standard errors): this run cannot decide",
-        "behind": f"NOT within the {tolerance} target",
-    }[status]
-    where = "largest clear gap" if status == "behind" else "largest gap"
-    return {
-        "status": status,
-        "gap": gap,
-        "se": se,
-        "step": step,
-        "text": f"{where} ours - peer after warm-up {gap:+.3f} nats{noise} at step {step}: {text}",
-    }
-
-
-def pooled_gap(rows: list[dict]) -> dict:
-    """Ours - peer at the last step over every (corpus, seed) pair of ``rows``, with a 95% t interval.
-
-    One row's two or three seeds decide little; pooled over corpora the interval narrows, at the
-    price of averaging corpora whose gaps may differ.
-    """
-    diffs = [
-        r["runs"]["ours"][s]["curve"][-1][1] - r["runs"]["peer"][s]["curve"][-1][1]
-        for r in rows
-        for s in r["runs"]["ours"]
-    ]
-    n = len(diffs)
-    mean = sum(diffs) / n if n else float("nan")
-    if n < 2:
-        return {"n": n, "corpora": len(rows), "mean": mean, "low": float("nan"), "high": float("nan")}
-    se = (sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) ** 0.5
-    margin = float(stats.t.ppf(0.975, n - 1)) * se
-    return {"n": n, "corpora": len(rows), "mean": mean, "low": mean - margin, "high": mean + margin}
-
-
 def format_rows(rows: list[dict], setup: LearningSetup) -> str:
     """A text table per row: validation loss of both sides at each evaluation, their difference,
     and the controls."""
@@ -557,161 +487,9 @@ def _compare_job(task: tuple) -> dict:
     corpus, arch, setup, variants, threads, progress = task
     if threads:
         torch.set_num_threads(threads)
-    from ..data.tokenizer import load_tokenizer
+    from reftx_lib.data.tokenizer import load_tokenizer
 
     return compare(corpus, arch, load_tokenizer(8192), setup, variants, progress)
-
-
-def load_stored(name: str) -> list[dict]:
-    """Every stored learning run named ``name``: ``learning-<name>.json`` and ``learning-<name>-<part>.json``.
-
-    A run that had to stop early keeps its rows; a second run can measure the rest
-    (``--archs``/``--corpora``) and ``merge_stored`` shows them together.
-    """
-    from ..course.results import results_dir
-
-    folder = results_dir() / "bench"
-    paths = sorted(folder.glob(f"learning-{name}.json")) + sorted(folder.glob(f"learning-{name}-*.json"))
-    return [json.loads(p.read_text()) for p in paths]
-
-
-def merge_stored(stored: list[dict]) -> dict:
-    """The rows of several stored learning runs as one ``metrics`` dict, each row with its run's provenance.
-
-    The runs must share every setting except their seeds (each row keeps its own), and
-    measure different (architecture, corpus) rows.
-    """
-    if not stored:
-        raise ValueError(
-            "no stored learning run to merge: run python -m reftx_lib bench --learning --save NAME"
-        )
-    per_run = ("seeds", "variant_seeds")
-    first = stored[0]["metrics"]["setup"]
-    rows, seen = [], set()
-    for run in stored:
-        setup = run["metrics"]["setup"]
-        differ = sorted(
-            k for k in first.keys() | setup.keys() if k not in per_run and first.get(k) != setup.get(k)
-        )
-        if differ:
-            raise ValueError(f"learning runs with different settings cannot be shown as one: {differ}")
-        for row in run["metrics"]["rows"]:
-            if (row["arch"], row["corpus"]) in seen:
-                raise ValueError(f"two stored runs measured {row['arch']} on {row['corpus']}; keep one")
-            seen.add((row["arch"], row["corpus"]))
-            rows.append({**row, "provenance": run["provenance"]})
-    planned = max(run["metrics"].get("n_rows_planned", len(run["metrics"]["rows"])) for run in stored)
-    return {"rows": rows, "setup": first, "n_rows": len(rows), "n_rows_planned": max(planned, len(rows))}
-
-
-def verdict_lines(metrics: dict) -> list[str]:
-    """One computed verdict per stored row: ours against the peer after warm-up, against the seed noise,
-    and how far the variants (e.g. the 2017 embedding) and the unigram control lie at the last step."""
-    setup = metrics["setup"]
-    lines = []
-    for r in metrics["rows"]:
-        noise = (
-            ""
-            if r["seed_spread"] is None
-            else (
-                f" (seeds {list(r['runs']['ours'])}: ours vary by up to {r['seed_spread']['ours']:.3f}, "
-                f"the peer by {r['seed_spread']['peer']:.3f})"
-            )
-        )
-        gap = gap_verdict(r, setup["tolerance"], setup["warmup_steps"])["text"]
-        line = (
-            f"{r['arch']} on {r['corpus']}: {gap}{noise}; "
-            f"at step {r['steps'][-1]} ours {r['ours'][-1]:.3f}, peer {r['peer'][-1]:.3f}, "
-            f"unigram {r['unigram_loss']:.3f}"
-        )
-        for name, curve in r["variants"].items():
-            line += (
-                f"; {name} {curve[-1]:.3f} ({curve[-1] - r['ours'][-1]:+.3f} against ours, "
-                f"{len(r['runs'][name])} seed(s))"
-            )
-        lines.append(line)
-    for arch in dict.fromkeys(r["arch"] for r in metrics["rows"]):
-        pooled = pooled_gap([r for r in metrics["rows"] if r["arch"] == arch])
-        if pooled["n"] > 1:
-            interval = f"[{pooled['low']:+.3f}, {pooled['high']:+.3f}]"
-            lines.append(
-                f"{arch}, pooled over {pooled['n']} paired runs ({pooled['corpora']} corpora x seeds): "
-                f"ours - peer at the last step {pooled['mean']:+.3f} nats, 95% interval {interval}"
-            )
-    planned = metrics.get("n_rows_planned", len(metrics["rows"]))
-    if len(metrics["rows"]) < planned:
-        lines.append(
-            f"only {len(metrics['rows'])} of the {planned} planned rows were run: the others are not measured"
-        )
-    return lines
-
-
-def plot_curves(metrics: dict):
-    """Validation loss against step for every stored row (columns: corpora, rows: architectures).
-
-    Ours and the peer are drawn with the band their seeds span, each variant as a dashed
-    line, and the unigram control as a grey line: the plateau a context-free model sits on.
-    """
-    import matplotlib.pyplot as plt
-
-    rows = metrics["rows"]
-    archs = list(dict.fromkeys(r["arch"] for r in rows))
-    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    fig, axes = plt.subplots(
-        len(archs), len(corpora), figsize=(4.6 * len(corpora), 3.4 * len(archs)), squeeze=False, sharex=True
-    )
-    for r in rows:
-        ax = axes[archs.index(r["arch"])][corpora.index(r["corpus"])]
-        for key, label, color in (("ours", r["model"], "C0"), ("peer", r["peer_model"], "C1")):
-            ax.plot(r["steps"], r[key], color=color, label=label)
-            per_seed = [[v for _, v in run["curve"]] for run in r["runs"][key].values()]
-            ax.fill_between(
-                r["steps"],
-                [min(v) for v in zip(*per_seed)],
-                [max(v) for v in zip(*per_seed)],
-                color=color,
-                alpha=0.25,
-                linewidth=0,
-            )
-        for i, (name, curve) in enumerate(r["variants"].items()):
-            ax.plot(r["steps"], curve, color=f"C{i + 2}", linestyle="--", label=f"ours, {name}")
-        ax.axhline(r["unigram_loss"], color="grey", linewidth=1, label="unigram model")
-        ax.set_title(f"{r['arch']} on {r['corpus']}", fontsize=10)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation loss (nats)")
-    for row in axes:
-        row[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_gaps(metrics: dict, tolerance: float = 0.02):
-    """Ours - peer against step, one panel per stored row: each seed's paired gap and their mean,
-    with the target band. Where both sides start from one draw (``peer_init``), this is what
-    separates the models themselves."""
-    import matplotlib.pyplot as plt
-
-    rows = metrics["rows"]
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.6 * len(rows), 3.4), squeeze=False, sharey=True)
-    for ax, r in zip(axes[0], rows):
-        for seed in r["runs"]["ours"]:
-            gap = [
-                o[1] - p[1]
-                for o, p in zip(r["runs"]["ours"][seed]["curve"], r["runs"]["peer"][seed]["curve"])
-            ]
-            ax.plot(r["steps"], gap, color="C0", alpha=0.35, linewidth=1)
-        ax.plot(
-            r["steps"], r["diff"], color="C0", linewidth=2, label=f"mean of seeds {list(r['runs']['ours'])}"
-        )
-        ax.axhspan(-tolerance, tolerance, color="C2", alpha=0.15, label=f"target ±{tolerance}")
-        ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_title(f"{r['arch']} on {r['corpus']}", fontsize=10)
-        ax.set_xlabel("training step")
-    axes[0][0].set_ylabel("validation loss, ours - peer (nats)")
-    fig.suptitle(f"{rows[0]['model']} - {rows[0]['peer_model']}, seed by seed", fontsize=11)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -732,10 +510,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reftx_lib bench --learning``: run, print, optionally save; 1 if a row misses the target."""
-    p = argparse.ArgumentParser(
-        prog="python -m reftx_lib bench --learning", description=__doc__.split("\n")[0]
-    )
+    """``python -m tools --learning``: run, print, optionally save; 1 if a row misses the target."""
+    p = argparse.ArgumentParser(prog="python -m tools --learning", description=__doc__.split("\n")[0])
     defaults = LearningSetup()
     p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     p.add_argument("--corpora", nargs="+", choices=CORPORA, default=list(CORPORA))
@@ -797,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
-    from ..course.results import provenance, save_results
+    from course.results import provenance, save_results
 
     started = time.perf_counter()
     config = {**vars(args), "setup": asdict(setup), "threads": args.threads or torch.get_num_threads()}

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..train.evaluation import DISTINCT_FLOOR, evaluate_loss, score_summaries
+from reftx_lib.train.evaluation import DISTINCT_FLOOR, evaluate_loss, score_summaries
 
 # A ladder entry is a MODEL_PRESETS name ("tiny") or a dict with a "name" and the sizes to override.
 SizeSpec = str | dict

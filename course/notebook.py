@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ..paths import repo_root
-from ..train.device import resolve_device
-from ..train.trainer import History, seed_everything
-from .presets import get_preset
-from .report import curves_metrics
-from .results import provenance, save_results
+from course.presets import get_preset
+from course.report import curves_metrics
+from course.results import provenance, save_results
+from reftx_lib.paths import repo_root
+from reftx_lib.train.device import resolve_device
+from reftx_lib.train.trainer import History, seed_everything
 
 
 @dataclass

@@ -16,12 +16,13 @@ trained on the same corpora).
 - Every point reports its training tokens/s and the fraction of this CPU's measured fp32
   matmul rate (``matmul_flops_per_s``) that its model FLOPs reach.
 
-Run: ``python -m reftx_lib sweep --save cpu``; the result goes to ``results/sweep/<name>.json``.
+Run: ``python -m course sweep --save cpu``; the result goes to ``results/sweep/<name>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import sys
@@ -30,13 +31,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..data.batching import token_budget_batches
-from ..data.corpora import load_corpus
-from ..data.tokenizer import load_tokenizer
-from ..model.config import MODEL_PRESETS
-from ..train.step import step_seconds
-from ..train.trainer import TrainConfig, train
-from .experiments import build_model, rawtext_data
+from course.experiments import build_model, rawtext_data
+from reftx_lib.data.batching import pad_batch, token_budget_batches
+from reftx_lib.data.corpora import load_corpus
+from reftx_lib.data.tokenizer import load_tokenizer
+from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.transformer import BaseLanguageModel
+from reftx_lib.train.step import autocast_for, training_step
+from reftx_lib.train.trainer import TrainConfig, train
 
 BASE = {"lr": 2e-3, "batch_tokens": 4096, "block_size": 256, "vocab_size": 8192}
 AXES = {
@@ -275,10 +277,10 @@ def plot_sweep(metrics: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reftx_lib sweep``: run the points (or ``--show`` a stored sweep) and print the verdicts."""
-    from ..course.results import load_results, provenance, save_results
+    """``python -m course sweep``: run the points (or ``--show`` a stored sweep) and print the verdicts."""
+    from course.results import load_results, provenance, save_results
 
-    p = argparse.ArgumentParser(prog="python -m reftx_lib sweep", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m course sweep", description=__doc__.split("\n")[0])
     defaults = SweepSetup()
     p.add_argument("--size", default=defaults.size, choices=sorted(MODEL_PRESETS))
     p.add_argument("--seconds", type=float, default=defaults.seconds, help="training time per point")
@@ -353,3 +355,27 @@ def main(argv: list[str] | None = None) -> int:
         prov["wall_time_s"] = round(time.perf_counter() - started, 1)
         print(f"saved {save_results('sweep', args.save, metrics, prov)}", file=sys.stderr)
     return 0
+
+
+def step_seconds(model: BaseLanguageModel, rows: list[list[int]], device: torch.device) -> float:
+    """Wall-clock seconds of one ``training_step`` of a copy of ``model`` on ``rows``.
+
+    ``model`` itself is not changed. The step is the trainer's: the inputs the model asks for
+    (``training_inputs``) and only the loss (``return_logits=False``). On CUDA the clock waits
+    for the device at both ends.
+    """
+    m = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    inputs = {k: v.to(device) for k, v in m.training_inputs(pad_batch(rows)).items()}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    training_step(
+        m,
+        lambda: m(**inputs, check_ids=False, return_logits=False)["loss"],
+        optimizer,
+        autocast=autocast_for(device),
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

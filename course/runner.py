@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import repo_root
+from reftx_lib.paths import repo_root
 
 
 @dataclass
