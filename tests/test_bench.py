@@ -12,12 +12,12 @@ import sys
 
 import pytest
 import torch
-from tools.__main__ import apply_malloc_trim, parse_args
-from tools.__main__ import main as bench_main
-from tools.__main__ import run as bench_run
 
 from reftx_lib import MODEL_PRESETS
 from reftx_lib.train import device as device_module
+from tools.__main__ import apply_malloc_trim, parse_args
+from tools.__main__ import main as bench_main
+from tools.__main__ import run as bench_run
 from tools.peers import Side
 from tools.timing import median_ci, paired_ratio, time_generation, time_training
 

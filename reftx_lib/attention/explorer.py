@@ -18,9 +18,9 @@ from IPython.display import Image, display
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..model.transformer import BaseLanguageModel
 from .extract import _OUTPUT_KEYS, AttentionRecord, extract_attention
 from .plots import _axis_names, plot_attention
-from ..model.transformer import BaseLanguageModel
 
 
 # ============================================================== bertviz

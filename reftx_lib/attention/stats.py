@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from .extract import AttentionRecord, _as_ids, _forward, _split_example, extract_attention
 from ..model.transformer import BaseLanguageModel
+from .extract import AttentionRecord, _as_ids, _forward, _split_example, extract_attention
 
 STATS = ("entropy", "distance", "diagonal", "previous", "first", "monotonicity", "speaker_mass")
 _BYTE_OF_CHAR = {c: b for b, c in bytes_to_unicode().items()}  # byte-level BPE alphabet -> raw byte
