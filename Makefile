@@ -10,14 +10,14 @@ setup:  ## a virtual environment with the pinned packages and reftx_lib installe
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-test:  ## style gate (ruff), unit tests, then every notebook executed at the smoke preset under nbval
+test:  ## style gate (ruff), unit tests, then every notebook executed at the smoke budget under nbval
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q tests
-	REFTX_PRESET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
+	REFTX_BUDGET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
 
-course:  ## the whole course at PRESET (default cpu), notebooks executed into runs/<preset>/
-	$(PY) -m course run --preset $(or $(PRESET),cpu)
+course:  ## the whole course at BUDGET (default cpu), notebooks executed into runs/<budget>/
+	$(PY) -m course run --budget $(or $(BUDGET),cpu)
 
 bench:  ## speed against the Hugging Face peers on this machine (all four seed sizes: ~16 min on 2 CPU cores)
 	$(PY) -m tools --generation

@@ -1,7 +1,7 @@
 """Command line: ``python -m course prepare|train|evaluate|generate|run|sweep|results``.
 
-Every subcommand takes ``--preset`` (smoke, cpu, gpu: the course presets in
-``course.presets``); bad options, presets or data names exit with a message
+Every subcommand takes ``--budget`` (smoke, cpu, gpu: the course budgets in
+``course.budgets``); bad options, budgets or data names exit with a message
 and status 2 (argparse), failed notebooks or checks with status 1.
 """
 
@@ -12,17 +12,17 @@ import json
 import os
 import sys
 
-from course.presets import PRESET_CHOICES
+from course.budgets import BUDGET_CHOICES
 
 DATA_NAMES = ("samsum", "textbooks")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--preset",
-        choices=PRESET_CHOICES,
-        default=os.environ.get("REFTX_PRESET", "cpu"),
-        help="course preset (default: $REFTX_PRESET or cpu); <preset>-dry: its shapes for two steps",
+        "--budget",
+        choices=BUDGET_CHOICES,
+        default=os.environ.get("REFTX_BUDGET", "cpu"),
+        help="course budget (default: $REFTX_BUDGET or cpu); <budget>-dry: its shapes for two steps",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -48,18 +48,18 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args, tok=None):
-    """Tokenizer (unless given), preset section and encoded data for ``--data`` at ``--preset``."""
+    """Tokenizer (unless given), budget section and encoded data for ``--data`` at ``--budget``."""
+    from course.budgets import get_budget
     from course.experiments import exp1_settings, rawtext_data, samsum_data
-    from course.presets import get_preset
     from reftx_lib.data.tokenizer import load_tokenizer
 
-    preset = get_preset(args.preset)
-    tok = tok or load_tokenizer(preset["data"]["vocab_size"])
+    settings = get_budget(args.budget)
+    tok = tok or load_tokenizer(settings["data"]["vocab_size"])
     if args.data == "samsum":
-        cfg = preset["samsum"]
+        cfg = settings["samsum"]
         data, stats = samsum_data(cfg, tok)
     else:
-        cfg = exp1_settings(preset)  # raw text as the course trains it (Exp 1)
+        cfg = exp1_settings(settings)  # raw text as the course trains it (Exp 1)
         data, stats = rawtext_data(cfg, tok, "midpoint" if args.model == "encdec" else "documents")
     return tok, cfg, data, stats
 
@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
     config = train_config(
         cfg,
         name=f"cli-{args.data}-{args.model}",
-        preset=args.preset,
+        budget=args.budget,
         data=args.data,
         tokenizer=tok,
         device=args.device,
@@ -178,7 +178,7 @@ def cmd_generate(args) -> int:
 def cmd_run(args) -> int:
     from course.runner import report, run_course
 
-    return report(run_course(args.preset, args.only, update_notebooks=args.update_notebooks))
+    return report(run_course(args.budget, args.only, update_notebooks=args.update_notebooks))
 
 
 def cmd_results(args) -> int:
@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     _common(p), _data(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a model at a preset (resumes from --out when possible)")
+    p = sub.add_parser("train", help="train a model at a budget (resumes from --out when possible)")
     _common(p), _data(p)
     p.add_argument("--model", choices=("encdec", "deconly"), default="encdec")
     p.add_argument(
         "--size",
         choices=("smoke", "mini", "tiny", "small", "medium", "large"),
-        help="model size (default: the preset's)",
+        help="model size (default: the budget's)",
     )
-    p.add_argument("--out", help="checkpoint folder (default: checkpoints/<preset>/cli-<data>-<model>)")
+    p.add_argument("--out", help="checkpoint folder (default: checkpoints/<budget>/cli-<data>-<model>)")
     p.add_argument("--resume", help="checkpoint file to resume from")
     p.add_argument(
         "--overwrite",

@@ -112,7 +112,7 @@ class ArmMeasures:
     def comparisons(self, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
         """The encoder-decoder against a decoder-only arm four ways: at equal steps, at equal wall-clock
         (read off the histories ``frames`` at the faster run's whole training time), at equal parameters
-        (the matched model, where the preset trains it) and at equal targets (the prefix LM). Returns the
+        (the matched model, where the budget trains it) and at equal targets (the prefix LM). Returns the
         table (with the winner and the enc-dec / dec-only ratio) and the equal-wall-clock point."""
         ppl, speed = self.ppl, self.speed
         t_equal = min(speed["encdec"]["train_time_s"], speed["deconly"]["train_time_s"])
@@ -126,7 +126,7 @@ class ArmMeasures:
                 "steps": f"{speed['encdec']['steps']} / {speed[other]['steps']}",
             }
 
-        matched = "deconly_matched" in ppl  # a preset may leave the parameter-matched arm out (``arms``)
+        matched = "deconly_matched" in ppl  # a budget may leave the parameter-matched arm out (``arms``)
         rows = {
             "equal steps": versus("test ppl, 2nd half", "deconly"),
             "equal wall-clock": {
@@ -159,7 +159,7 @@ def prediction_findings(verdict_rows: list[dict], largest: float) -> list[str]:
     decoder-only perplexity)."""
     holds = [r["prediction"] for r in verdict_rows if r["verdict"] == "holds"]
     lines = [
-        f"Of the seed's four predictions, {len(holds)} hold{'s' if len(holds) == 1 else ''} at this preset"
+        f"Of the seed's four predictions, {len(holds)} hold{'s' if len(holds) == 1 else ''} at this budget"
         + (f" ({'; '.join(holds)})" if holds else "")
         + "."
     ]
@@ -196,7 +196,7 @@ def measured_findings(m: ArmMeasures, ratios: dict, supervised_ratio: float, n_s
             f" With matched parameters the decoder-only model reaches {ppl['deconly_matched']:.1f} "
             f"({ppl['encdec'] / ppl['deconly_matched']:.2f}×)."
             if "deconly_matched" in ppl
-            else " The parameter-matched decoder-only arm was not trained at this preset."
+            else " The parameter-matched decoder-only arm was not trained at this budget."
         ),
         f"Prefix LM (the decoder-only weights, first half read bidirectionally, only the second half "
         f"learnt): {ppl['prefix_lm']:.1f}. The encoder-decoder / prefix LM ratio, "

@@ -1,4 +1,4 @@
-"""The few setup steps every experiment shares: data at a preset's size, a model by name, a train config,
+"""The few setup steps every experiment shares: data at a budget's size, a model by name, a train config,
 and the course's named models (``CourseModel``): the SAMSum baseline, Exp 1's raw-text models (one of
 which is Exp 2's pretrained decoder-only model), Exp 4's ladder and Exp 5's fine-tuning runs.
 
@@ -35,7 +35,7 @@ RAWTEXT_MODES = ("midpoint", "prefix", "documents", "blocks")
 
 
 def samsum_data(cfg: dict, tokenizer) -> tuple[DatasetDict, dict]:
-    """SAMSum as packed ``dialogue [SEP] summary [EOS]`` rows, capped as the preset says."""
+    """SAMSum as packed ``dialogue [SEP] summary [EOS]`` rows, capped as the budget says."""
     return encode_samsum(
         load_corpus("samsum"),
         tokenizer,
@@ -45,7 +45,7 @@ def samsum_data(cfg: dict, tokenizer) -> tuple[DatasetDict, dict]:
 
 
 def rawtext_data(cfg: dict, tokenizer, mode: str) -> tuple[DatasetDict, dict]:
-    """The textbooks corpus in one of three layouts, on the preset's document subset.
+    """The textbooks corpus in one of three layouts, on the budget's document subset.
 
     ``midpoint``: the seed's ``first half [SEP] second half`` rows (encoder-decoder);
     ``prefix``: the same rows after a ``[BOS]`` (the prefix LM);
@@ -98,24 +98,24 @@ def train_config(
     cfg: dict,
     *,
     name: str,
-    preset: str,
+    budget: str,
     data: str,
     tokenizer,
     seed: int = 0,
     device: str = "auto",
     **overrides,
 ) -> TrainConfig:
-    """A TrainConfig from a preset section, checkpointed under ``checkpoints/<preset>/<name>``.
+    """A TrainConfig from a budget section, checkpointed under ``checkpoints/<budget>/<name>``.
 
     The section names every setting that shapes the run; none has a default here, so a run's
-    settings are read in one place (``course.presets``), never half there and half here.
+    settings are read in one place (``course.budgets``), never half there and half here.
     """
     cfg = {**cfg, **overrides}
     missing = [k for k in ("max_steps", "lr", "warmup_steps", "batch_tokens", "eval_every") if k not in cfg]
     if missing:
         raise ValueError(
-            f"the preset section for {name!r} lacks {missing}: add them to its table in "
-            "reftx_lib/course/presets.py, or merge in the section it borrows them from (e.g. exp1_settings)"
+            f"the budget section for {name!r} lacks {missing}: add them to its table in "
+            "reftx_lib/course/budgets.py, or merge in the section it borrows them from (e.g. exp1_settings)"
         )
     info = tokenizer_info(tokenizer)
     values = dict(
@@ -128,7 +128,7 @@ def train_config(
         keep_every=cfg.get("keep_every"),
         seed=seed,
         device=device,
-        checkpoint_dir=str(checkpoint_dir(preset, name)),
+        checkpoint_dir=str(checkpoint_dir(budget, name)),
         data=data,
         tokenizer={"key": info["key"], "vocab_size": info["vocab_size"]},
     )
@@ -154,48 +154,48 @@ class CourseModel:
 
 
 def samsum_baseline(
-    preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"
+    budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto"
 ) -> CourseModel:
     """Notebook 01's SAMSum baseline encoder-decoder (checkpoint ``samsum-baseline``).
 
     Exp 3's attention study and Exp 5's comparison point back to this very run.
     """
-    return _samsum_model(preset["samsum"], "samsum-baseline", preset_name, tokenizer, seed, device)
+    return _samsum_model(settings["samsum"], "samsum-baseline", budget, tokenizer, seed, device)
 
 
-def _samsum_model(cfg: dict, name: str, preset_name: str, tokenizer, seed: int, device: str) -> CourseModel:
+def _samsum_model(cfg: dict, name: str, budget: str, tokenizer, seed: int, device: str) -> CourseModel:
     """An encoder-decoder trained on SAMSum with ``cfg``, checkpointed as ``name``."""
     data, stats = samsum_data(cfg, tokenizer)
     model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
     config = train_config(
-        cfg, name=name, preset=preset_name, data="samsum", tokenizer=tokenizer, seed=seed, device=device
+        cfg, name=name, budget=budget, data="samsum", tokenizer=tokenizer, seed=seed, device=device
     )
     return CourseModel(model, data, stats, config)
 
 
-def exp3_settings(preset: dict) -> dict:
+def exp3_settings(settings: dict) -> dict:
     """Exp 3's SAMSum control: the SAMSum data and length caps, trained exactly as Exp 1's encoder-decoder
     (``exp1_settings``: its size, steps, schedule and batch), so that Exp 3's contrast of the two models
     differs only in the data."""
-    exp1 = exp1_settings(preset)
+    exp1 = exp1_settings(settings)
     return {
-        **preset["samsum"],
+        **settings["samsum"],
         **{k: exp1[k] for k in ("model", "max_steps", "eval_every")},
         "keep_every": None,
     }
 
 
 def exp3_samsum_model(
-    preset_name: str, preset: dict, tokenizer, seed: int = 0, device: str = "auto"
+    budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto"
 ) -> CourseModel:
     """Exp 3's SAMSum encoder-decoder (``exp3_settings``), checkpointed as ``exp3-samsum-matched``.
 
-    Where the preset trains notebook 01's baseline with this very recipe (``full``), the baseline *is*
+    Where the budget trains notebook 01's baseline with this very recipe (``full``), the baseline *is*
     Exp 3's control: the same run (``identity_of``), so it is returned and nothing is trained twice.
     """
-    baseline = samsum_baseline(preset_name, preset, tokenizer, seed, device)
+    baseline = samsum_baseline(budget, settings, tokenizer, seed, device)
     name = "exp3-samsum-matched" if seed == 0 else f"exp3-samsum-matched-seed{seed}"
-    matched = _samsum_model(exp3_settings(preset), name, preset_name, tokenizer, seed, device)
+    matched = _samsum_model(exp3_settings(settings), name, budget, tokenizer, seed, device)
     same = identity_of(matched.model, matched.config) == identity_of(baseline.model, baseline.config)
     return baseline if same else matched
 
@@ -213,27 +213,27 @@ EXP1_PREFIX_LM = {"prefix_lm": ("prefixlm", "prefix", "exp1-prefixlm-midpoint")}
 EXP1_ARMS = {**EXP1_RUNS, **EXP1_PREFIX_LM}
 
 
-def exp1_arms(preset: dict) -> dict[str, tuple[str, str, str]]:
-    """The Exp 1 arms a preset trains (its ``rawtext`` section's ``arms``), in ``EXP1_ARMS`` order."""
-    arms = preset["rawtext"]["arms"]
+def exp1_arms(settings: dict) -> dict[str, tuple[str, str, str]]:
+    """The Exp 1 arms a budget trains (its ``rawtext`` section's ``arms``), in ``EXP1_ARMS`` order."""
+    arms = settings["rawtext"]["arms"]
     unknown = sorted(set(arms) - set(EXP1_ARMS))
     missing = sorted({"encdec", "deconly", "prefix_lm"} - set(arms))
     problems = [f"name unknown arms {unknown} (allowed: {list(EXP1_ARMS)})"] if unknown else []
     problems += [f"lack {missing}: every verdict of Exp 1 needs them"] if missing else []
     if problems:
         raise ValueError(
-            f"the rawtext preset's arms {arms} {'; '.join(problems)}; "
-            "fix the `arms` row in reftx_lib/course/presets.py"
+            f"the rawtext budget's arms {arms} {'; '.join(problems)}; "
+            "fix the `arms` row in reftx_lib/course/budgets.py"
         )
     return {name: spec for name, spec in EXP1_ARMS.items() if name in arms}
 
 
-def exp1_settings(preset: dict) -> dict:
+def exp1_settings(settings: dict) -> dict:
     """Exp 1's training settings: the raw-text section's model size, steps, evaluation and data, with the
     SAMSum baseline's dropout, lr, warm-up and batch size (the architecture is used unchanged)."""
-    samsum = preset["samsum"]
+    samsum = settings["samsum"]
     keep = ("dropout", "lr", "warmup_steps", "batch_tokens")
-    return {**preset["rawtext"], **{k: samsum[k] for k in keep}}
+    return {**settings["rawtext"], **{k: samsum[k] for k in keep}}
 
 
 def matched_d_ff(size: str, vocab_size: int) -> int:
@@ -253,8 +253,8 @@ def matched_d_ff(size: str, vocab_size: int) -> int:
 
 def exp1_model(
     name: str,
-    preset_name: str,
-    preset: dict,
+    budget: str,
+    settings: dict,
     tokenizer,
     seed: int = 0,
     device: str = "auto",
@@ -268,14 +268,14 @@ def exp1_model(
     if name not in EXP1_ARMS:
         raise ValueError(f"unknown Exp 1 model {name!r}; allowed values: {list(EXP1_ARMS)}")
     kind, layout, checkpoint = EXP1_ARMS[name]
-    cfg = exp1_settings(preset)
+    cfg = exp1_settings(settings)
     data, stats = encoded or rawtext_data(cfg, tokenizer, layout)
     overrides = {"d_ff": matched_d_ff(cfg["model"], len(tokenizer))} if name == "deconly_matched" else {}
     model = build_model(kind, cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"], **overrides)
     config = train_config(
         cfg,
         name=checkpoint if seed == 0 else f"{checkpoint}-seed{seed}",
-        preset=preset_name,
+        budget=budget,
         data=f"textbooks-{layout}-{cfg['max_doc_tokens']}-docs{cfg.get('n_train_docs') or 'all'}",
         tokenizer=tokenizer,
         seed=seed,
@@ -284,30 +284,30 @@ def exp1_model(
     return CourseModel(model, data, stats, config)
 
 
-def exp2_settings(preset: dict) -> dict:
+def exp2_settings(settings: dict) -> dict:
     """Exp 2's settings: Exp 1's (the raw-text section's model, steps and data with the SAMSum baseline's
     optimisation), with the SAMSum section's decoding settings that Exp 5 needs."""
-    return {**preset["samsum"], **exp1_settings(preset)}
+    return {**settings["samsum"], **exp1_settings(settings)}
 
 
-def exp2_pretraining(preset_name: str, preset: dict, tokenizer, device: str = "auto") -> CourseModel:
+def exp2_pretraining(budget: str, settings: dict, tokenizer, device: str = "auto") -> CourseModel:
     """Exp 2's decoder-only language model: Exp 1's decoder-only arm at seed 0 (whole textbook chunks,
     checkpoint ``exp1-deconly-documents``), one run that notebooks 02, 03 and 06 share (it was a second run
     on packed blocks until the course's time showed the cost). Exp 5 fine-tunes it."""
-    return exp1_model("deconly", preset_name, preset, tokenizer, seed=0, device=device)
+    return exp1_model("deconly", budget, settings, tokenizer, seed=0, device=device)
 
 
-def exp4_settings(preset: dict) -> dict:
+def exp4_settings(settings: dict) -> dict:
     """Exp 4's settings: the SAMSum baseline's lr, warm-up, dropout, length caps and beams, with the
     scaling section's ladder, seeds, steps, batch and evaluation."""
-    return {**preset["samsum"], **preset["scaling"]}
+    return {**settings["samsum"], **settings["scaling"]}
 
 
 def exp4_model(
     size: SizeSpec,
     seed: int,
-    preset_name: str,
-    preset: dict,
+    budget: str,
+    settings: dict,
     tokenizer,
     encoded: tuple[DatasetDict, dict],
     device: str = "auto",
@@ -315,13 +315,13 @@ def exp4_model(
     """One rung of Exp 4's ladder: the SAMSum baseline's encoder-decoder at ``size`` (a MODEL_PRESETS
     name or explicit widths), checkpointed as ``exp4-<size>-seed<seed>``; ``encoded`` is SAMSum from
     ``samsum_data``, shared by every rung."""
-    cfg = exp4_settings(preset)
+    cfg = exp4_settings(settings)
     base, overrides = size_overrides(size)
     model = build_model("encdec", base, len(tokenizer), seed=seed, dropout=cfg["dropout"], **overrides)
     config = train_config(
         cfg,
         name=f"exp4-{size_name(size)}-seed{seed}",
-        preset=preset_name,
+        budget=budget,
         data=f"samsum-src{cfg['max_source_len']}-tgt{cfg['max_target_len']}",
         tokenizer=tokenizer,
         seed=seed,
@@ -330,18 +330,18 @@ def exp4_model(
     return CourseModel(model, *encoded, config)
 
 
-def exp5_settings(preset: dict) -> dict:
+def exp5_settings(settings: dict) -> dict:
     """Exp 5's fine-tuning settings: the SAMSum baseline's lr, warm-up, dropout, length caps and beams,
     with the transfer section's steps, batch, evaluation, fractions, variants and seeds."""
-    transfer = preset["transfer"]
-    return {**preset["samsum"], **transfer, "max_steps": transfer["finetune_steps"], "keep_every": None}
+    transfer = settings["transfer"]
+    return {**settings["samsum"], **transfer, "max_steps": transfer["finetune_steps"], "keep_every": None}
 
 
-def equal_compute_steps(preset: dict) -> int:
+def equal_compute_steps(settings: dict) -> int:
     """Fine-tuning steps that give a fresh model the transferred model's whole budget in training tokens:
     Exp 2's pretraining steps (at its batch size) plus the fine-tuning steps."""
-    pre = exp2_settings(preset)
-    cfg = exp5_settings(preset)
+    pre = exp2_settings(settings)
+    cfg = exp5_settings(settings)
     return round(pre["max_steps"] * pre["batch_tokens"] / cfg["batch_tokens"]) + cfg["max_steps"]
 
 
@@ -363,7 +363,7 @@ def exp5_plan(cfg: dict, seed: int = 0) -> list[tuple[float, str, int]]:
         unknown = sorted(set(variants) - set(everything))
         if unknown:
             raise ValueError(
-                f"the transfer preset names unknown variants {unknown} at fraction {f}; allowed: {everything}"
+                f"the transfer budget names unknown variants {unknown} at fraction {f}; allowed: {everything}"
             )
         plan += [(f, v, seed) for v in variants]
         if f == min(cfg["fractions"]):
@@ -381,8 +381,8 @@ def exp5_model(
     pre_history: History,
     subset,
     samsum: DatasetDict,
-    preset_name: str,
-    preset: dict,
+    budget: str,
+    settings: dict,
     tokenizer,
     data_seed: int = 0,
     device: str = "auto",
@@ -393,17 +393,17 @@ def exp5_model(
     Its data tag names the pretraining run (steps and best loss), so a new pretraining never reuses a
     fine-tuned checkpoint of the old one; ``EQUAL_COMPUTE`` trains ``equal_compute_steps``.
     """
-    cfg = exp5_settings(preset)
+    cfg = exp5_settings(settings)
     dec_model = pretraining.model
     lengths = (cfg["max_source_len"], cfg["max_target_len"], cfg["max_new_tokens"])
     max_len = max(dec_model.config.max_len, *lengths)
     model = transfer_model(variant, dec_model, seed=seed, max_len=max_len)
-    steps = equal_compute_steps(preset) if variant == EQUAL_COMPUTE else cfg["max_steps"]
+    steps = equal_compute_steps(settings) if variant == EQUAL_COMPUTE else cfg["max_steps"]
     pre_tag = f"exp2:{len(pre_history)}steps:{pre_history.best_val_loss():.5f}"
     config = train_config(
         cfg,
         name=f"exp5-{variant}-{fraction:g}-seed{seed}",
-        preset=preset_name,
+        budget=budget,
         data=f"samsum-frac{fraction:g}-seed{data_seed}:{variant}:{pre_tag}",
         tokenizer=tokenizer,
         seed=seed,

@@ -1,7 +1,7 @@
 """What every notebook reports about the models it trained: has each validation curve flattened, how fast
 did it train, and how much of this CPU's matrix-multiply rate that speed is.
 
-Every number of the ``full`` preset rests on models trained until their curves flatten
+Every number of the ``full`` budget rests on models trained until their curves flatten
 (``reftx_lib.train.trainer.FLAT``), so each notebook prints this table for every model it trains,
 and its results file stores the curves (``curves_metrics``).
 """

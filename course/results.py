@@ -1,7 +1,7 @@
 """The results registry: every measured number is stored with where it came from.
 
-``results/<experiment>/<preset>.json`` holds ``metrics`` plus ``provenance``
-(preset, device, torch version, git commit, date, wall time, config). The
+``results/<experiment>/<budget>.json`` holds ``metrics`` plus ``provenance``
+(budget, device, torch version, git commit, date, wall time, config). The
 README's results table is generated from these files, never typed by hand.
 """
 
@@ -53,10 +53,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance(preset: str, device: torch.device, config: dict, wall_time_s: float) -> dict:
+def provenance(budget: str, device: torch.device, config: dict, wall_time_s: float) -> dict:
     """Where a number came from: enough to rerun it and to judge it."""
     return {
-        "preset": preset,
+        "budget": budget,
         "device": device_name(device),
         "torch": torch.__version__,
         "commit": git_commit(),
@@ -86,9 +86,9 @@ def _repo_relative(value, root: str):
     return value
 
 
-def save_results(experiment: str, preset: str, metrics: dict, prov: dict) -> Path:
-    """Write ``results/<experiment>/<preset>.json`` atomically, repo paths made relative; return its path."""
-    path = results_dir() / experiment / f"{preset}.json"
+def save_results(experiment: str, budget: str, metrics: dict, prov: dict) -> Path:
+    """Write ``results/<experiment>/<budget>.json`` atomically, repo paths made relative; return its path."""
+    path = results_dir() / experiment / f"{budget}.json"
     metrics, prov = (_repo_relative(part, str(repo_root())) for part in (metrics, prov))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -99,30 +99,30 @@ def save_results(experiment: str, preset: str, metrics: dict, prov: dict) -> Pat
     return path
 
 
-def load_results(experiment: str, preset: str) -> dict | None:
-    """The stored result of ``experiment`` at ``preset``, or None if it was never run."""
-    path = results_dir() / experiment / f"{preset}.json"
+def load_results(experiment: str, budget: str) -> dict | None:
+    """The stored result of ``experiment`` at ``budget``, or None if it was never run."""
+    path = results_dir() / experiment / f"{budget}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def stored_results_table(
-    experiment: str, keys: list[str], presets: tuple[str, ...] = ("cpu", "full", "gpu")
+    experiment: str, keys: list[str], budgets: tuple[str, ...] = ("cpu", "full", "gpu")
 ) -> str:
     """A Markdown table of ``keys`` from the stored reference runs, with their provenance.
 
     Notebooks print it next to the numbers they just produced, so a student on a
     laptop sees what the full-scale run gave (or that none was stored).
     """
-    lines = ["| preset | " + " | ".join(keys) + " | device | commit | date |", "|---" * (len(keys) + 4) + "|"]
-    for preset in presets:
-        stored = load_results(experiment, preset)
+    lines = ["| budget | " + " | ".join(keys) + " | device | commit | date |", "|---" * (len(keys) + 4) + "|"]
+    for budget in budgets:
+        stored = load_results(experiment, budget)
         if stored is None:
-            lines.append(f"| {preset} | " + " | ".join("—" for _ in keys) + " | not run | | |")
+            lines.append(f"| {budget} | " + " | ".join("—" for _ in keys) + " | not run | | |")
             continue
         m, p = stored["metrics"], stored["provenance"]
         cells = [_fmt(_lookup(m, k)) for k in keys]
         lines.append(
-            f"| {preset} | " + " | ".join(cells) + f" | {p['device']} | {p['commit']} | {p['date']} |"
+            f"| {budget} | " + " | ".join(cells) + f" | {p['device']} | {p['commit']} | {p['date']} |"
         )
     return "\n".join(lines)
 
@@ -133,14 +133,14 @@ def _verdict_head(verdict: str) -> str:
 
 
 def verdicts_beside(
-    experiment: str, preset: str, verdicts: dict[str, str], reference: str = "full"
+    experiment: str, budget: str, verdicts: dict[str, str], reference: str = "full"
 ) -> pd.DataFrame:
     """The power check of a smaller run: each of this run's verdicts beside the stored ``reference``
     run's (``metrics.verdicts`` of ``results/<experiment>/<reference>.json``).
 
     A run supports a verdict only where it reaches the same decision as the reference run; where it
     cannot decide, or decides otherwise, its budget is too small to show what the reference run shows.
-    A run at the reference preset is the reference itself: its own verdicts fill both columns, since the
+    A run at the reference budget is the reference itself: its own verdicts fill both columns, since the
     stored file still holds the run it is about to replace.
     """
     stored = load_results(experiment, reference)
@@ -148,7 +148,7 @@ def verdicts_beside(
     rows = {}
     for name, mine in verdicts.items():
         ref = theirs.get(name)
-        if preset == reference:
+        if budget == reference:
             ref, support = mine, "this is the reference run"
         elif ref is None:
             support = f"unknown: no stored {reference} verdict"
@@ -158,7 +158,7 @@ def verdicts_beside(
             support = "yes: the same decision"
         else:
             support = f"no: the {reference} run decides otherwise"
-        rows[name] = {f"this run ({preset})": mine, f"{reference} run": ref or "—", "supported here": support}
+        rows[name] = {f"this run ({budget})": mine, f"{reference} run": ref or "—", "supported here": support}
     return pd.DataFrame(rows).T
 
 
@@ -252,20 +252,20 @@ LEARNING_HEADLINES = [
 
 
 def readme_table() -> str:
-    """One row per stored (experiment, preset) except smoke and dry runs: headline metrics and provenance."""
+    """One row per stored (experiment, budget) except smoke and dry runs: headline metrics and provenance."""
     rows = [
-        "| experiment | preset | headline numbers | device | commit | date |",
+        "| experiment | budget | headline numbers | device | commit | date |",
         "|---|---|---|---|---|---|",
     ]
     for experiment, headlines in HEADLINES.items():
-        stored_presets = sorted(p.stem for p in (results_dir() / experiment).glob("*.json"))
-        for preset in sorted(stored_presets, key=lambda name: ("gpu" in name, name)):  # CPU rows first
-            stored = load_results(experiment, preset)
-            if stored is None or preset.startswith("smoke") or preset.endswith("-dry"):
+        stored_budgets = sorted(p.stem for p in (results_dir() / experiment).glob("*.json"))
+        for budget in sorted(stored_budgets, key=lambda name: ("gpu" in name, name)):  # CPU rows first
+            stored = load_results(experiment, budget)
+            if stored is None or budget.startswith("smoke") or budget.endswith("-dry"):
                 continue
             m, p = stored["metrics"], stored["provenance"]
             shown = (
-                LEARNING_HEADLINES if experiment == "bench" and preset.startswith("learning-") else headlines
+                LEARNING_HEADLINES if experiment == "bench" and budget.startswith("learning-") else headlines
             )
             numbers = "; ".join(
                 f"{h[0]} {h[2].format(value) if len(h) > 2 and value is not None else _fmt(value)}"
@@ -273,7 +273,7 @@ def readme_table() -> str:
                 for value in [_lookup(m, h[1])]
             )
             rows.append(
-                f"| {experiment} | {preset} | {numbers} | {p['device']} | {p['commit']} | {p['date']} |"
+                f"| {experiment} | {budget} | {numbers} | {p['device']} | {p['commit']} | {p['date']} |"
             )
     return "\n".join(rows)
 

@@ -1,6 +1,6 @@
-"""Run the course headlessly: every notebook in order, with papermill, at one preset.
+"""Run the course headlessly: every notebook in order, with papermill, at one budget.
 
-The preset reaches the notebooks through the environment (``REFTX_PRESET``), not
+The budget reaches the notebooks through the environment (``REFTX_BUDGET``), not
 through an injected cell, so an executed notebook keeps exactly one
 ``parameters`` cell and can be committed as it is (``--update-notebooks``).
 """
@@ -56,24 +56,24 @@ def _describe_failure(exc: Exception, output: Path) -> str:
 
 
 def run_course(
-    preset: str,
+    budget: str,
     only: list[str] | None = None,
     update_notebooks: bool = False,
     timeout_per_cell: int | None = None,
     folder: Path | None = None,
     out_dir: Path | None = None,
 ) -> list[NotebookResult]:
-    """Execute the notebooks into ``runs/<preset>/``, going on past failures; returns one result each."""
+    """Execute the notebooks into ``runs/<budget>/``, going on past failures; returns one result each."""
     import papermill as pm
 
-    out_dir = out_dir or repo_root() / "runs" / preset
+    out_dir = out_dir or repo_root() / "runs" / budget
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["REFTX_PRESET"] = preset
+    os.environ["REFTX_BUDGET"] = budget
     results = []
     paths = notebooks(only, folder)
     for i, path in enumerate(paths, 1):
         output = out_dir / path.name
-        print(f"[{i}/{len(paths)}] {path.name} (preset {preset}) ...", flush=True)
+        print(f"[{i}/{len(paths)}] {path.name} (budget {budget}) ...", flush=True)
         start = time.perf_counter()
         error = None
         try:

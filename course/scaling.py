@@ -27,7 +27,7 @@ SizeSpec = str | dict
 
 
 def size_name(size: SizeSpec) -> str:
-    """The label of a ladder entry: the preset name, or the dict's ``name``."""
+    """The label of a ladder entry: the budget name, or the dict's ``name``."""
     if isinstance(size, str):
         return size
     if "name" not in size:
@@ -40,7 +40,7 @@ def size_overrides(size: SizeSpec) -> tuple[str, dict]:
 
     ``"mini"`` -> ("mini", {}); ``{"name": "w96", "d_model": 96, "n_layers": 2, "n_heads": 4}``
     -> ("tiny", {"d_model": 96, ...}): an explicit size overrides every field of the
-    ``base`` preset it names (default ``tiny``), so any (d_model, n_layers, n_heads) works.
+    ``base`` budget it names (default ``tiny``), so any (d_model, n_layers, n_heads) works.
     """
     if isinstance(size, str):
         return size, {}

@@ -113,7 +113,7 @@ def test_findings_say_what_failed_and_when_the_run_cannot_show_the_prediction():
         },
     ]
     lines = prediction_findings(rows, largest=2.5)
-    assert lines[0] == "Of the seed's four predictions, 1 holds at this preset (params)."
+    assert lines[0] == "Of the seed's four predictions, 1 holds at this budget (params)."
     assert lines[1].startswith("- fails: ppl") and "opposite" not in lines[1]
     assert "too short" in lines[-1]
     assert "too short" not in " ".join(prediction_findings(rows, largest=10.0))
@@ -133,4 +133,4 @@ def test_a_preset_without_the_matched_arm_drops_only_the_equal_parameters_compar
     assert list(comp.index) == ["equal steps", "equal wall-clock", "same targets, one stack"]
     assert comp.loc["equal steps"].equals(full.comparisons(frames)[0].loc["equal steps"])
     text = " ".join(measured_findings(m, {"time": 0.5, "memory": 1.0}, 0.5, 1000))
-    assert "not trained at this preset" in text and "matched parameters" not in text
+    assert "not trained at this budget" in text and "matched parameters" not in text

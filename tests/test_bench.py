@@ -1,4 +1,4 @@
-"""Benchmark tests on CI sizes (smoke preset: d_model 32, 1 layer; batch 2, 16 tokens; CPU).
+"""Benchmark tests on CI sizes (smoke budget: d_model 32, 1 layer; batch 2, 16 tokens; CPU).
 
 They check the rows, never the timings: timed assertions are flaky, and the
 ratios are the benchmark's output, not a property of the code.

@@ -6,7 +6,7 @@ JupyterLab on 127.0.0.1 with a token in a temporary root, writes a small demo
 notebook (a tiny random model; the course notebook comes later), runs it through
 the Lab menu, changes the head dropdown and checks that the heat map image changed.
 A screenshot goes to the test's temporary folder; with ``REFTX_UPDATE_SCREENSHOT=1`` the demo notebook
-shows the trained SAMSum baseline of the ``full`` preset instead (its finished checkpoint must exist:
+shows the trained SAMSum baseline of the ``full`` budget instead (its finished checkpoint must exist:
 run notebook 01 at ``full`` first) and the screenshot replaces ``figures/exp3_explorer_browser.png``,
 so running the tests never changes a committed file and the committed picture shows a course model.
 
@@ -85,22 +85,22 @@ DEMO_EXPLORER = """\
 explorer = AttentionExplorer({"tiny random model": (model, rows, tok)})
 explorer.widget
 """
-# The screenshot's setup: the course's trained SAMSum baseline (full preset) on three test dialogues.
+# The screenshot's setup: the course's trained SAMSum baseline (full budget) on three test dialogues.
 TRAINED_SETUP = """\
 from reftx_lib.attention.explorer import AttentionExplorer
 from course.experiments import samsum_baseline
-from course.presets import get_preset
+from course.budgets import get_budget
 from reftx_lib.data.tokenizer import load_tokenizer
 
-preset = get_preset("full")
-tok = load_tokenizer(preset["data"]["vocab_size"])
-course = samsum_baseline("full", preset, tok)
+settings = get_budget("full")
+tok = load_tokenizer(settings["data"]["vocab_size"])
+course = samsum_baseline("full", settings, tok)
 history = course.fit()  # the finished checkpoint: loaded, not trained
 model, rows = course.model.eval(), course.data["test"]["input_ids"][:3]
 """
 TRAINED_EXPLORER = """\
 # NBVAL_IGNORE_OUTPUT
-explorer = AttentionExplorer({f"SAMSum baseline (full preset, {len(history)} steps)": (model, rows, tok)})
+explorer = AttentionExplorer({f"SAMSum baseline (full budget, {len(history)} steps)": (model, rows, tok)})
 explorer.widget
 """
 
@@ -146,7 +146,7 @@ def jupyterlab(tmp_path):
     trained = os.environ.get("REFTX_UPDATE_SCREENSHOT") == "1"
     if trained and not (REPO / "checkpoints" / "full" / "samsum-baseline" / "last.pt").is_file():
         pytest.fail(
-            "REFTX_UPDATE_SCREENSHOT=1 needs the full SAMSum baseline: run notebook 01 at --preset full"
+            "REFTX_UPDATE_SCREENSHOT=1 needs the full SAMSum baseline: run notebook 01 at --budget full"
         )
     write_demo_notebook(root / "demo.ipynb", trained=trained)
     settings = {  # no news toast over the screenshot; no "Select Kernel" dialog when kernelspecs load late

@@ -12,14 +12,14 @@ from course.runner import report, run_course
 
 def cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "reftx_lib", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "course", *args], capture_output=True, text=True, timeout=120
     )
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("train", "--preset", "huge"), "invalid choice: 'huge'"),
+        (("train", "--budget", "huge"), "invalid choice: 'huge'"),
         (("train", "--data", "wikipedia"), "invalid choice: 'wikipedia'"),
         (("train", "--epochs", "3"), "unrecognized arguments: --epochs"),
         (("fly",), "invalid choice: 'fly'"),

@@ -83,39 +83,39 @@ def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_paramete
 
 def test_exp1_settings_are_the_samsum_baselines_optimisation_with_the_raw_text_budget():
     """Exp 1, Exp 2 and Exp 3's SAMSum control share one recipe: they differ only in architecture or data."""
+    from course.budgets import BUDGET_CHOICES, get_budget
     from course.experiments import exp1_settings, exp2_settings, exp3_settings
-    from course.presets import PRESET_CHOICES, get_preset
 
-    for name in PRESET_CHOICES:
-        preset = get_preset(name)
-        hp, pre, ctl = exp1_settings(preset), exp2_settings(preset), exp3_settings(preset)
+    for name in BUDGET_CHOICES:
+        settings = get_budget(name)
+        hp, pre, ctl = exp1_settings(settings), exp2_settings(settings), exp3_settings(settings)
         for key in ("dropout", "lr", "warmup_steps", "batch_tokens"):
-            assert hp[key] == pre[key] == ctl[key] == preset["samsum"][key], (name, key)
+            assert hp[key] == pre[key] == ctl[key] == settings["samsum"][key], (name, key)
         for key in ("model", "max_steps", "eval_every"):
-            assert hp[key] == pre[key] == ctl[key] == preset["rawtext"][key], (name, key)
+            assert hp[key] == pre[key] == ctl[key] == settings["rawtext"][key], (name, key)
         for key in ("max_doc_tokens", "n_train_docs"):
-            assert hp[key] == pre[key] == preset["rawtext"][key], (name, key)
-        assert ctl["max_source_len"] == preset["samsum"]["max_source_len"], name
+            assert hp[key] == pre[key] == settings["rawtext"][key], (name, key)
+        assert ctl["max_source_len"] == settings["samsum"]["max_source_len"], name
 
 
 def test_train_config_has_no_hidden_defaults():
     """A section without its optimisation settings is an error naming them, not a run on fallback values."""
     from course.experiments import train_config
 
-    with pytest.raises(ValueError, match=r"lacks \['lr', 'warmup_steps', 'eval_every'\].*presets.py"):
+    with pytest.raises(ValueError, match=r"lacks \['lr', 'warmup_steps', 'eval_every'\].*budgets.py"):
         train_config(
-            {"max_steps": 10, "batch_tokens": 64}, name="x", preset="smoke", data="d", tokenizer=None
+            {"max_steps": 10, "batch_tokens": 64}, name="x", budget="smoke", data="d", tokenizer=None
         )
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full", "gpu"])
 def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
-    """``gpu-dry`` is the gpu preset's models and lengths for two steps, at batches a CPU can hold: what a
+    """``gpu-dry`` is the gpu budget's models and lengths for two steps, at batches a CPU can hold: what a
     first run needs."""
+    from course.budgets import DRY_RUN, DRY_RUN_MAX_BATCH_TOKENS, get_budget
     from course.experiments import train_config
-    from course.presets import DRY_RUN, DRY_RUN_MAX_BATCH_TOKENS, get_preset
 
-    full, dry = get_preset(name), get_preset(f"{name}-dry")
+    full, dry = get_budget(name), get_budget(f"{name}-dry")
     for section, settings in full.items():
         for key, value in settings.items():
             if key == "batch_tokens":
@@ -125,10 +125,10 @@ def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
             assert dry[section][key] == expected, (section, key)
     for section in ("samsum", "rawtext", "scaling"):  # every section a TrainConfig is made from
         cfg = {**dry["samsum"], **dry[section]}  # as the notebooks merge them
-        config = train_config(cfg, name="x", preset=f"{name}-dry", data="d", tokenizer=_Tok())
+        config = train_config(cfg, name="x", budget=f"{name}-dry", data="d", tokenizer=_Tok())
         assert config.max_steps == 2 and config.warmup_steps <= config.max_steps
-    with pytest.raises(ValueError, match="unknown course preset 'gpu-wet'"):
-        get_preset("gpu-wet")
+    with pytest.raises(ValueError, match="unknown course budget 'gpu-wet'"):
+        get_budget("gpu-wet")
 
 
 class _Tok:
@@ -188,47 +188,47 @@ class _Vocab:
     ("name", "shared"), [("smoke", True), ("cpu", False), ("full", True), ("gpu", False)]
 )
 def test_exp3_control_is_the_baseline_itself_exactly_where_both_are_one_run(monkeypatch, name, shared):
-    """Where the preset trains the SAMSum baseline with Exp 1's recipe, Exp 3's control reuses its checkpoint
+    """Where the budget trains the SAMSum baseline with Exp 1's recipe, Exp 3's control reuses its checkpoint
     instead of training the same run under a second name; elsewhere it is its own run."""
     from course import experiments
-    from course.presets import get_preset
+    from course.budgets import get_budget
 
     monkeypatch.setattr(experiments, "samsum_data", lambda cfg, tok: ({}, {}))
     with torch.device("meta"):  # builds the models without their weights
-        control = experiments.exp3_samsum_model(name, get_preset(name), _Vocab())
+        control = experiments.exp3_samsum_model(name, get_budget(name), _Vocab())
     folder = control.config.checkpoint_dir.replace("\\", "/").rsplit("/", 1)[-1]
     assert folder == ("samsum-baseline" if shared else "exp3-samsum-matched")
     assert (
         control.model.config.to_dict()
         == experiments.build_model(
-            "encdec", experiments.exp3_settings(get_preset(name))["model"], 8192, dropout=0.1
+            "encdec", experiments.exp3_settings(get_budget(name))["model"], 8192, dropout=0.1
         ).config.to_dict()
     )
 
 
 def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs():
+    from course.budgets import get_budget
     from course.experiments import EXP1_ARMS, exp1_arms
-    from course.presets import get_preset
 
-    assert list(exp1_arms(get_preset("cpu"))) == list(EXP1_ARMS)
-    assert "deconly_matched" not in exp1_arms(get_preset("full"))
-    with pytest.raises(ValueError, match=r"lack \['prefix_lm'\].*presets.py"):
+    assert list(exp1_arms(get_budget("cpu"))) == list(EXP1_ARMS)
+    assert "deconly_matched" not in exp1_arms(get_budget("full"))
+    with pytest.raises(ValueError, match=r"lack \['prefix_lm'\].*budgets.py"):
         exp1_arms({"rawtext": {"arms": ["encdec", "deconly"]}})
     with pytest.raises(ValueError, match=r"unknown arms \['gpt'\]"):
         exp1_arms({"rawtext": {"arms": ["encdec", "deconly", "prefix_lm", "gpt"]}})
 
 
 def test_an_exp1_run_on_fewer_documents_is_another_run(monkeypatch):
-    """The raw-text document subset is part of a run's identity: a preset that trains on fewer documents
+    """The raw-text document subset is part of a run's identity: a budget that trains on fewer documents
     never resumes, or reads as its own, a checkpoint written on the whole corpus."""
     from course import experiments
-    from course.presets import get_preset
+    from course.budgets import get_budget
     from reftx_lib.train.trainer import identity_of
 
     monkeypatch.setattr(experiments, "rawtext_data", lambda cfg, tok, layout: ({}, {}))
-    whole = get_preset("full")
+    whole = get_budget("full")
     whole["rawtext"]["n_train_docs"] = None
-    half = get_preset("full")
+    half = get_budget("full")
     half["rawtext"]["n_train_docs"] = 2535
     with torch.device("meta"):  # builds the models without their weights
         runs = [experiments.exp1_model("encdec", "full", p, _Vocab()) for p in (whole, half)]

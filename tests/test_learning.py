@@ -166,7 +166,7 @@ def test_learning_benchmark_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys)
         assert 0 < r["unigram_loss"] < math.log(8192) < r["ours"][0] + 0.5  # untrained: about log V
         assert r["ours"][-1] < r["ours"][0] and r["peer"][-1] < r["peer"][0]
         assert r["within_tolerance"], r
-    assert stored["provenance"]["preset"] == "test" and stored["provenance"]["commit"]
+    assert stored["provenance"]["budget"] == "test" and stored["provenance"]["commit"]
     assert "ours - peer" in out and code == 0
 
 

@@ -386,7 +386,7 @@ def test_bad_config_raises_named_value_error(kwargs, field):
         ModelConfig(**{**TINY, **kwargs})
 
 
-def test_unknown_preset_lists_allowed_values():
+def test_unknown_budget_lists_allowed_values():
     with pytest.raises(ValueError, match="allowed values.*large.*small.*tiny"):
         ReferenceDecoderOnly.from_preset("huge", vocab_size=V)
 

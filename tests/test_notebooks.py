@@ -29,9 +29,9 @@ def test_exactly_one_parameters_cell_with_the_course_parameters(path):
     params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{path.name}: {len(params)} cells tagged 'parameters'"
     source = "".join(params[0]["source"])
-    for name in ("PRESET", "SEED", "DEVICE"):
+    for name in ("BUDGET", "SEED", "DEVICE"):
         assert re.search(rf"^{name}\s*=", source, re.M), f"{path.name}: parameters cell lacks {name}"
-    assert 'os.environ.get("REFTX_PRESET", "cpu")' in source
+    assert 'os.environ.get("REFTX_BUDGET", "cpu")' in source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -63,11 +63,11 @@ def test_committed_outputs_come_from_a_real_run(path):
     assert first is not None, f"{path.name}: no printed output"
     text = "".join(first["text"])
     match = re.search(
-        r"Run: preset=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text
+        r"Run: budget=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text
     )
     assert match, f"{path.name}: the first output is not the provenance line: {text[:200]!r}"
     assert match.group(1) in ("cpu", "full", "gpu"), (
-        f"{path.name}: committed outputs come from preset {match.group(1)!r}"
+        f"{path.name}: committed outputs come from budget {match.group(1)!r}"
     )
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: committed notebook holds an error output"

@@ -20,10 +20,10 @@ def test_saved_results_carry_provenance(registry):
     path = save_results("exp9", "cpu", {"rouge1": {"1.0": 31.5}}, prov)
     stored = json.loads(path.read_text())
     assert path == registry / "exp9" / "cpu.json"
-    assert {"preset", "device", "torch", "commit", "date", "wall_time_s", "config"} <= set(
+    assert {"budget", "device", "torch", "commit", "date", "wall_time_s", "config"} <= set(
         stored["provenance"]
     )
-    assert stored["provenance"]["preset"] == "cpu" and stored["provenance"]["wall_time_s"] == 12.3
+    assert stored["provenance"]["budget"] == "cpu" and stored["provenance"]["wall_time_s"] == 12.3
     assert stored["metrics"]["rouge1"]["1.0"] == 31.5
     assert not list(registry.glob("exp9/*.tmp"))
 

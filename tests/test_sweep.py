@@ -66,7 +66,7 @@ def test_sweep_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys):
     head = stored["metrics"]["headline"]
     assert head["best_bits_per_byte"] == min(p["bits_per_byte"] for p in points)
     assert head["seed_noise"] == pytest.approx(abs(points[0]["bits_per_byte"] - points[1]["bits_per_byte"]))
-    assert stored["provenance"]["preset"] == "test" and stored["provenance"]["commit"]
+    assert stored["provenance"]["budget"] == "test" and stored["provenance"]["commit"]
     out = capsys.readouterr().out
     assert "bits/byte" in out and "seed noise" in out
     assert sweep.main(["--show", "test"]) == 0

@@ -227,8 +227,8 @@ def test_transfer_summary_judges_differences_against_twice_the_seed_noise():
 
 
 def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rejects_unknown_variants():
+    from course.budgets import get_budget
     from course.experiments import equal_compute_steps, exp2_settings, exp5_plan, exp5_settings
-    from course.presets import get_preset
 
     cfg = dict(fractions=[0.1, 1.0], seeds=[0, 1], variants={"1.0": ["scratch", "scratch_equal_compute"]})
     plan = exp5_plan(cfg, seed=0)
@@ -237,11 +237,11 @@ def test_exp5_plan_repeats_scratch_and_transfer_at_the_smallest_fraction_and_rej
     assert len([1 for f, v, s in plan if f == 0.1 and s == 0]) == 7  # every variant and the control
     with pytest.raises(ValueError, match="unknown variants \\['both'\\]"):
         exp5_plan({**cfg, "variants": {"0.1": ["both"]}})
-    preset = get_preset("full")
-    pre = exp2_settings(preset)
+    settings = get_budget("full")
+    pre = exp2_settings(settings)
     pre_tokens = pre["max_steps"] * pre["batch_tokens"]  # Exp 2 pretraining
-    steps = equal_compute_steps(preset)
-    assert steps * exp5_settings(preset)["batch_tokens"] == pre_tokens + 600 * 2048
+    steps = equal_compute_steps(settings)
+    assert steps * exp5_settings(settings)["batch_tokens"] == pre_tokens + 600 * 2048
 
 
 def test_rouge_report_judges_rouge_against_its_seed_noise_and_names_a_repeating_summarizer():

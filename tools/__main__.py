@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
     p.add_argument(
         "--save",
-        metavar="PRESET",
-        help="also store the rows in results/bench/<PRESET>.json with provenance (e.g. cpu, gpu)",
+        metavar="BUDGET",
+        help="also store the rows in results/bench/<BUDGET>.json with provenance (e.g. cpu, gpu)",
     )
     p.add_argument(
         "--malloc-trim",
@@ -149,16 +149,16 @@ def run(args: argparse.Namespace) -> Iterator[dict]:
     args.malloc_trim = apply_malloc_trim(args.malloc_trim)  # what ran, for the stored provenance
     if args.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside autocast, for both sides
-    for preset, arch in itertools.product(args.configs, args.archs):
+    for size, arch in itertools.product(args.configs, args.archs):
         fixed = {}
         for mode in args.modes:
-            fixed[mode] = train_row(arch, preset, mode, args, args.device)
+            fixed[mode] = train_row(arch, size, mode, args, args.device)
             yield fixed[mode]
         if args.generation:
-            yield from generation_rows(arch, preset, args, args.device)
+            yield from generation_rows(arch, size, args, args.device)
         if args.real_data:
             for mode in args.modes:
-                yield real_data_row(arch, preset, mode, args, args.device, fixed[mode])
+                yield real_data_row(arch, size, mode, args, args.device, fixed[mode])
 
 
 def main(argv: list[str] | None = None) -> int:

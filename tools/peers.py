@@ -42,11 +42,11 @@ class Side:
     generate: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # source/prompt (B, P) -> new tokens (B, N)
 
 
-def peer_gpt2(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
+def peer_gpt2(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
     """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings, attention and residuals."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    p = MODEL_PRESETS[preset]
+    p = MODEL_PRESETS[size]
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=n_positions,
@@ -65,14 +65,12 @@ def peer_gpt2(preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropo
     return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
 
 
-def peer_mbart(
-    preset: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0
-) -> nn.Module:
+def peer_mbart(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
     """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (not inside the
     FFN)."""
     from transformers import MBartConfig, MBartForConditionalGeneration
 
-    p = MODEL_PRESETS[preset]
+    p = MODEL_PRESETS[size]
     config = MBartConfig(
         vocab_size=vocab_size,
         max_position_embeddings=n_positions,
@@ -97,8 +95,8 @@ def peer_mbart(
     return MBartForConditionalGeneration._from_config(config, attn_implementation="sdpa")
 
 
-def _ours(cls: type, preset: str, n_positions: int) -> nn.Module:
-    model = cls.from_preset(preset, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
+def _ours(cls: type, size: str, n_positions: int) -> nn.Module:
+    model = cls.from_preset(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
     with torch.no_grad():
         # EOS logit becomes exactly 0, below the max of the other 8191 random logits:
         # greedy decoding never stops early, like the peer configured without EOS.
@@ -107,20 +105,20 @@ def _ours(cls: type, preset: str, n_positions: int) -> nn.Module:
 
 
 def build_pair(
-    arch: str, preset: str, n_positions: int, batch: dict[str, torch.Tensor], new_tokens: int
+    arch: str, size: str, n_positions: int, batch: dict[str, torch.Tensor], new_tokens: int
 ) -> tuple[Side, Side]:
     """Ours and its peer for one architecture and size, bound to the shared training batch."""
     if arch == "decoder-only":
         ids = batch["ids"]
         ours = Side(
             "ReferenceDecoderOnly",
-            _ours(ReferenceDecoderOnly, preset, n_positions),
+            _ours(ReferenceDecoderOnly, size, n_positions),
             lambda m: m(ids, labels=ids, return_logits=False)["loss"],
             lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
             "GPT2LMHeadModel",
-            peer_gpt2(preset, n_positions),
+            peer_gpt2(size, n_positions),
             lambda m: m(input_ids=ids, labels=ids).loss,
             lambda m, prompt: m.generate(
                 prompt,
@@ -136,13 +134,13 @@ def build_pair(
         src_mask = src != PAD_ID  # ours always masks source padding; give the peer the same information
         ours = Side(
             "ReferenceTransformer",
-            _ours(ReferenceTransformer, preset, n_positions),
+            _ours(ReferenceTransformer, size, n_positions),
             lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt, return_logits=False)["loss"],
             lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
             "MBartForConditionalGeneration",
-            peer_mbart(preset, n_positions),
+            peer_mbart(size, n_positions),
             lambda m: m(input_ids=src, attention_mask=src_mask, labels=tgt).loss,
             lambda m, source: m.generate(
                 source,

@@ -8,7 +8,7 @@ and ``real_data_row`` the training loop on the course's data; ``format_table`` p
 course's data as on fixed shapes. It runs ``reftx_lib.train.trainer.train`` for the
 same model and tokens per step on (a) the real corpus (SAMSum for the
 encoder-decoder, textbook documents for the decoder-only, length caps from the
-course preset ``cpu`` or ``gpu``) and (b) synthetic rows that all have
+course budget ``cpu`` or ``gpu``) and (b) synthetic rows that all have
 ``seq_len`` tokens, and compares both with the bare fixed-shape step (``train_row``):
 ``ratio`` = real-data tokens/s over fixed-shape tokens/s (the target on a GPU is
 0.8 or more), split into ``loop_ratio`` (trainer on fixed shapes / bare step:
@@ -60,14 +60,14 @@ def _common(device: torch.device) -> dict:
     }
 
 
-def train_row(arch: str, preset: str, mode: str, args: argparse.Namespace, device: torch.device) -> dict:
+def train_row(arch: str, size: str, mode: str, args: argparse.Namespace, device: torch.device) -> dict:
     """Benchmark one training pair; a failure (e.g. compilation) becomes the row's ``error``."""
     b, t = args.batch_size, args.seq_len
     src_len, tgt_len = t // 2, t - t // 2
     row = {
         "kind": "train",
         "arch": arch,
-        "config": preset,
+        "config": size,
         "mode": mode,
         "batch": b,
         "seq_len": t,
@@ -80,7 +80,7 @@ def train_row(arch: str, preset: str, mode: str, args: argparse.Namespace, devic
     }
     torch.manual_seed(0)
     batch = random_batch(b, t, device)
-    ours, peer = build_pair(arch, preset, _n_positions(args), batch, args.new_tokens)
+    ours, peer = build_pair(arch, size, _n_positions(args), batch, args.new_tokens)
     row.update(
         model=ours.name,
         peer=peer.name,
@@ -120,11 +120,11 @@ def train_row(arch: str, preset: str, mode: str, args: argparse.Namespace, devic
     return row
 
 
-def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
+def generation_rows(arch: str, size: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Greedy KV-cached decoding, ours vs the peer's ``generate``, at each ``--gen-batch-sizes``."""
     rows = []
     batch = random_batch(1, 2, device)  # the training batch is not used here
-    ours, peer = build_pair(arch, preset, _n_positions(args), batch, args.new_tokens)
+    ours, peer = build_pair(arch, size, _n_positions(args), batch, args.new_tokens)
     for side in (ours, peer):
         side.model.to(device).eval()
     for b in args.gen_batch_sizes:
@@ -132,7 +132,7 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
         row = {
             "kind": "generate",
             "arch": arch,
-            "config": preset,
+            "config": size,
             "mode": "eager",
             "batch": b,
             "seq_len": args.prompt_len + args.new_tokens,
@@ -172,17 +172,17 @@ def generation_rows(arch: str, preset: str, args: argparse.Namespace, device: to
 
 @functools.cache  # every size and mode of one run trains on the same rows: load and encode them once
 def _course_rows(arch: str, device_type: str) -> tuple[str, list[list[int]]]:
-    """The course's training rows for ``arch``, capped as the matching course preset caps them."""
+    """The course's training rows for ``arch``, capped as the matching course budget caps them."""
+    from course.budgets import get_budget
     from course.experiments import rawtext_data, samsum_data
-    from course.presets import get_preset
     from reftx_lib.data.tokenizer import load_tokenizer
 
-    preset = get_preset("gpu" if device_type == "cuda" else "cpu")
+    settings = get_budget("gpu" if device_type == "cuda" else "cpu")
     tokenizer = load_tokenizer(VOCAB_SIZE)
     if arch == "encoder-decoder":
-        data, _ = samsum_data(preset["samsum"], tokenizer)
+        data, _ = samsum_data(settings["samsum"], tokenizer)
         return "samsum", list(data["train"]["input_ids"])
-    data, _ = rawtext_data(preset["rawtext"], tokenizer, "documents")
+    data, _ = rawtext_data(settings["rawtext"], tokenizer, "documents")
     return "textbooks-documents", list(data["train"]["input_ids"])
 
 
@@ -196,14 +196,14 @@ def _synthetic_rows(arch: str, n: int, seq_len: int) -> list[list[int]]:
 
 
 def _trainer_throughput(
-    arch: str, preset: str, rows: list[list[int]], mode: str, args: argparse.Namespace, device: torch.device
+    arch: str, size: str, rows: list[list[int]], mode: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, float]:
     """Real input tokens/s of ``train`` over the steps after warmup, and the padding share there."""
     from reftx_lib.train.trainer import TrainConfig, train
 
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
     torch.manual_seed(0)
-    model = cls.from_preset(preset, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=max(map(len, rows)))
+    model = cls.from_preset(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=max(map(len, rows)))
     warmup = args.warmup
     measured = -(-args.steps // warmup) * warmup  # whole log windows: the warmup ends at a host sync
     config = TrainConfig(
@@ -232,13 +232,13 @@ def _trainer_throughput(
 
 
 def real_data_row(
-    arch: str, preset: str, mode: str, args: argparse.Namespace, device: torch.device, fixed: dict | None
+    arch: str, size: str, mode: str, args: argparse.Namespace, device: torch.device, fixed: dict | None
 ) -> dict:
     """The trainer on real data against fixed shapes; ``fixed`` is this run's bare-step row, if any."""
     row = {
         "kind": "real-data",
         "arch": arch,
-        "config": preset,
+        "config": size,
         "mode": mode,
         "batch": args.batch_size,
         "seq_len": args.seq_len,
@@ -265,8 +265,8 @@ def real_data_row(
         synthetic_rows = _synthetic_rows(arch, 4 * args.batch_size, args.seq_len)
         runs = [
             (
-                _trainer_throughput(arch, preset, synthetic_rows, mode, args, device),
-                _trainer_throughput(arch, preset, rows, mode, args, device),
+                _trainer_throughput(arch, size, synthetic_rows, mode, args, device),
+                _trainer_throughput(arch, size, rows, mode, args, device),
             )
             for _ in range(REAL_DATA_ROUNDS)
         ]

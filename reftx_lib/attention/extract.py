@@ -1,17 +1,14 @@
-"""Extraction: run a model on one example and keep every attention map as an ``AttentionRecord``.
+"""Extraction: run a model on examples and keep every attention map as an ``AttentionRecord``.
 
-Convention everywhere in this package: **rows are queries, columns are keys**. A
-matrix ``A`` of one head has ``A[i, j]`` = how much query position ``i`` reads key
-position ``j``, and each row sums to 1. In cross-attention the rows are target
-positions (decoder inputs) and the columns are source tokens.
+Convention everywhere in this package: **rows are queries, columns are keys**. A matrix ``A`` of one
+head has ``A[i, j]`` = how much query position ``i`` reads key position ``j``, and each row sums to 1.
+Three kinds exist: ``encoder`` (source reads source), ``decoder`` (causal; the decoder reads its own
+inputs) and ``cross`` (rows are target positions, columns source tokens). The decoder-only model has
+only ``decoder``.
 
-Three kinds of attention exist: ``encoder`` (source reads source), ``decoder``
-(causal; the decoder reads its own inputs) and ``cross`` (decoder reads source).
-The decoder-only model has only ``decoder``.
-
-``extract_attention`` runs one example and returns an ``AttentionRecord`` with the
-padding cut away and readable token labels; ``_forward`` runs a padded batch, which
-``stats.stats_over_dataset`` measures without cutting it into records.
+``extract_attention`` gives one example's ``AttentionRecord``, padding cut away and tokens labelled;
+``forward_batch`` runs many examples as one padded batch, for statistics over a dataset that never
+need the per-example records.
 """
 
 from __future__ import annotations
@@ -22,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data.batching import pad_batch
-from ..model.transformer import BaseLanguageModel, ReferenceTransformer
+from ..model.transformer import ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
-# Which token sequence labels the rows / columns of each kind.
+# Which token sequence labels the rows / columns of each kind, and the model output that holds it.
 _AXES = {"encoder": ("source", "source"), "decoder": ("decoder", "decoder"), "cross": ("decoder", "source")}
 _OUTPUT_KEYS = {"encoder": "encoder_attentions", "decoder": "decoder_attentions", "cross": "cross_attentions"}
 
@@ -36,18 +34,16 @@ _OUTPUT_KEYS = {"encoder": "encoder_attentions", "decoder": "decoder_attentions"
 class AttentionRecord:
     """The attention of one example, padding removed, as numpy arrays.
 
-    ``attentions[kind]`` has shape (layers, heads, T_query, T_key); rows are queries,
-    columns are keys, and every row sums to 1:
+    ``attentions[kind]`` has shape (layers, heads, T_query, T_key); every row sums to 1:
 
     * ``encoder``: rows and columns are the source tokens;
-    * ``decoder``: rows and columns are the decoder *inputs*. For the encoder-decoder
-      these are ``[BOS] + target[:-1]`` (row i is the position that predicts
-      ``target[i]``); for the decoder-only model they are the ids themselves. Causal:
-      row i only sees columns 0..i;
+    * ``decoder``: rows and columns are the decoder *inputs*: ``[BOS] + target[:-1]`` for the
+      encoder-decoder (row i predicts ``target[i]``), the ids themselves for the decoder-only
+      model. Causal: row i only sees columns 0..i;
     * ``cross``: rows are the decoder inputs (target positions), columns the source tokens.
 
-    Token ids are kept next to their labels so statistics such as ``speaker_mass`` can
-    be computed later without the model.
+    Token ids are kept next to their labels so statistics (e.g. the mass on chosen source tokens)
+    can be computed later without the model.
     """
 
     attentions: dict[str, np.ndarray]
@@ -61,23 +57,20 @@ class AttentionRecord:
     def kinds(self) -> list[str]:
         return [k for k in KINDS if k in self.attentions]
 
-    def _check_kind(self, kind: str) -> None:
-        if kind not in self.attentions:
-            raise ValueError(f"this record has no {kind!r} attention; allowed values: {self.kinds}")
-
     def attention(self, kind: str) -> np.ndarray:
         """All layers and heads of one kind, (layers, heads, T_query, T_key)."""
-        self._check_kind(kind)
+        if kind not in self.attentions:
+            raise ValueError(f"this record has no {kind!r} attention; allowed values: {self.kinds}")
         return self.attentions[kind]
 
     def query_labels(self, kind: str) -> list[str]:
         """Labels of the rows of ``attentions[kind]``."""
-        self._check_kind(kind)
+        self.attention(kind)
         return self.source_tokens if _AXES[kind][0] == "source" else self.decoder_tokens
 
     def key_labels(self, kind: str) -> list[str]:
         """Labels of the columns of ``attentions[kind]``."""
-        self._check_kind(kind)
+        self.attention(kind)
         return self.source_tokens if _AXES[kind][1] == "source" else self.decoder_tokens
 
     def matrix(self, kind: str, layer: int, head: int | None = None) -> np.ndarray:
@@ -95,46 +88,18 @@ class AttentionRecord:
 def token_labels(ids: Sequence[int], tokenizer) -> list[str]:
     """Readable label of each token: decoded alone, spaces as ``▁``, newlines as ``\\n``.
 
-    Decoding token by token (not the raw BPE strings with ``Ġ``/``Ċ``) shows students
-    the text a token stands for; a token holding half of a multi-byte character shows ``�``.
+    Decoding token by token (not the raw BPE strings with ``Ġ``/``Ċ``) shows students the text a
+    token stands for; a token holding half of a multi-byte character shows ``�``.
     """
-    labels = []
-    for i in ids:
-        text = tokenizer.decode([int(i)])
-        labels.append(text.replace(" ", "▁").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
-    return labels
+    escapes = str.maketrans({" ": "▁", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+    return [tokenizer.decode([int(i)]).translate(escapes) for i in ids]
 
 
-def _as_ids(x) -> list[int]:
-    """A 1-D sequence of ids (list, array, tensor or (1, L) tensor), trailing padding left in."""
+def as_ids(x) -> list[int]:
+    """A 1-D id list from a list, array, tensor, (1, L) tensor or dataset row; padding left in."""
     if isinstance(x, Mapping):
         x = x["input_ids"]
     return np.asarray(x, dtype=np.int64).reshape(-1).tolist()
-
-
-def _split_example(model: BaseLanguageModel, example) -> tuple[list[int] | None, list[int]]:
-    """One example -> (source ids or None, target ids / decoder-only ids), padding removed.
-
-    Accepts a packed row ``source + [SEP] + target`` (list, tensor, or dataset row with
-    ``input_ids``), or a ``(source, target)`` pair for the encoder-decoder.
-    """
-    pad = model.config.pad_token_id
-    if isinstance(example, tuple) and len(example) == 2 and not np.isscalar(example[0]):
-        if not isinstance(model, ReferenceTransformer):
-            raise ValueError(
-                "a (source, target) pair needs an encoder-decoder; give the decoder-only model one id list"
-            )
-        src, tgt = (_strip_pad(_as_ids(part), pad) for part in example)
-    else:
-        ids = _strip_pad(_as_ids(example), pad)
-        if not isinstance(model, ReferenceTransformer):
-            return None, ids
-        src, tgt = model.split_packed_row(ids)
-    if not src or not tgt:
-        raise ValueError(
-            f"need a non-empty source and target, got {len(src)} source and {len(tgt)} target tokens"
-        )
-    return src, tgt
 
 
 def _strip_pad(ids: list[int], pad: int) -> list[int]:
@@ -146,8 +111,34 @@ def _strip_pad(ids: list[int], pad: int) -> list[int]:
     return ids[:end]
 
 
+def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int]]:
+    """One example -> (source ids or None, target ids / decoder-only ids), trailing padding removed.
+
+    Accepts a packed row ``source + [SEP] + target`` (list, tensor, or dataset row with
+    ``input_ids``), or a ``(source, target)`` pair for the encoder-decoder.
+    """
+    pad = model.config.pad_token_id
+    encdec = isinstance(model, ReferenceTransformer)
+    if isinstance(example, tuple) and len(example) == 2 and not np.isscalar(example[0]):
+        if not encdec:
+            raise ValueError(
+                "a (source, target) pair needs an encoder-decoder; give the decoder-only model one id list"
+            )
+        src, tgt = (_strip_pad(as_ids(part), pad) for part in example)
+    else:
+        ids = _strip_pad(as_ids(example), pad)
+        if not encdec:
+            return None, ids
+        src, tgt = model.split_packed_row(ids)
+    if not src or not tgt:
+        raise ValueError(
+            f"need a non-empty source and target, got {len(src)} source and {len(tgt)} target tokens"
+        )
+    return src, tgt
+
+
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Evaluate without dropout, then give the model back in the mode it came in."""
     was_training = model.training
     model.eval()
@@ -159,69 +150,56 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @dataclass
-class _Batch:
+class AttentionBatch:
     """A batched forward pass: zero-padded attention per kind plus each row's true lengths."""
 
     attentions: dict[str, torch.Tensor]  # kind -> (B, L, H, Tq, Tk)
     lengths: dict[str, tuple[torch.Tensor, torch.Tensor]]  # kind -> (query lengths (B,), key lengths (B,))
     source_ids: list[list[int]] | None
     target_ids: list[list[int]] | None
-    decoder_ids: list[list[int]]
+    decoder_ids: list[list[int]]  # what the decoder read
 
 
-def _forward(model: BaseLanguageModel, examples: Sequence) -> _Batch:
-    """Run ``examples`` as one padded batch with ``return_attention=True``."""
+def forward_batch(model: nn.Module, examples: Sequence) -> AttentionBatch:
+    """Run ``examples`` (anything ``extract_attention`` accepts) as one padded batch.
+
+    One forward pass for many examples is what makes statistics over a dataset affordable; the
+    padded rows and columns are zeros, and ``lengths`` says where each example's attention ends.
+    """
     pad = model.config.pad_token_id
-    pairs = [_split_example(model, ex) for ex in examples]
+    src, tgt = zip(*(split_example(model, ex) for ex in examples))
+    src, tgt = list(src), list(tgt)
+    t_len = torch.tensor([len(t) for t in tgt])
     with _eval_mode(model):
         if isinstance(model, ReferenceTransformer):
-            src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
             tgt_ids = pad_batch(tgt, pad)  # (B, T)
             out = model(src_ids=pad_batch(src, pad), tgt_ids=tgt_ids, return_attention=True)
-            dec = [
-                row[: len(t)] for row, t in zip(model.shift_right(tgt_ids).tolist(), tgt)
-            ]  # what the decoder read
+            dec = [row[: len(t)] for row, t in zip(model.shift_right(tgt_ids).tolist(), tgt)]
             s_len = torch.tensor([len(s) for s in src])
-            t_len = torch.tensor([len(t) for t in tgt])
             lengths = {"encoder": (s_len, s_len), "decoder": (t_len, t_len), "cross": (t_len, s_len)}
         else:
-            src, tgt, dec = None, None, [p[1] for p in pairs]
-            out = model(pad_batch(dec, pad), return_attention=True)
-            t_len = torch.tensor([len(d) for d in dec])
-            out = {"decoder_attentions": out["attentions"]}
+            src, dec, tgt = None, tgt, None
+            out = {"decoder_attentions": model(pad_batch(dec, pad), return_attention=True)["attentions"]}
             lengths = {"decoder": (t_len, t_len)}
     attentions = {k: torch.stack(out[_OUTPUT_KEYS[k]], dim=1).float() for k in lengths}  # (B, L, H, Tq, Tk)
-    return _Batch(attentions, lengths, src, tgt, dec)
+    return AttentionBatch(attentions, lengths, src, tgt, dec)
 
 
-def _records(batch: _Batch, tokenizer) -> list[AttentionRecord]:
-    """Cut each row of a batch back to its own lengths."""
-    records = []
-    for b, dec in enumerate(batch.decoder_ids):
-        atts = {}
-        for kind, att in batch.attentions.items():
-            q, k = (int(n[b]) for n in batch.lengths[kind])
-            atts[kind] = att[b, :, :, :q, :k].numpy().copy()  # (L, H, Tq, Tk)
-        src = batch.source_ids[b] if batch.source_ids is not None else None
-        records.append(
-            AttentionRecord(
-                attentions=atts,
-                decoder_ids=dec,
-                decoder_tokens=token_labels(dec, tokenizer),
-                source_ids=src,
-                source_tokens=None if src is None else token_labels(src, tokenizer),
-                target_ids=batch.target_ids[b] if batch.target_ids is not None else None,
-            )
-        )
-    return records
-
-
-def extract_attention(model: BaseLanguageModel, example, tokenizer) -> AttentionRecord:
+def extract_attention(model: nn.Module, example, tokenizer) -> AttentionRecord:
     """Attention of every layer and head for ONE example, padding removed.
 
-    ``example`` is a packed row ``source + [SEP] + target`` (list, 1-D or (1, L) tensor,
-    or a dataset row with ``input_ids``), a ``(source_ids, target_ids)`` pair, or for the
-    decoder-only model a plain id sequence. Trailing padding is ignored. See
-    ``AttentionRecord`` for what the rows and columns of each kind are.
+    ``example`` is a packed row ``source + [SEP] + target`` (list, 1-D or (1, L) tensor, or a
+    dataset row with ``input_ids``), a ``(source_ids, target_ids)`` pair, or for the decoder-only
+    model a plain id sequence. Trailing padding is ignored. See ``AttentionRecord`` for what the
+    rows and columns of each kind are.
     """
-    return _records(_forward(model, [example]), tokenizer)[0]
+    batch = forward_batch(model, [example])
+    src = None if batch.source_ids is None else batch.source_ids[0]
+    return AttentionRecord(
+        attentions={k: att[0].numpy().copy() for k, att in batch.attentions.items()},  # (L, H, Tq, Tk)
+        decoder_ids=batch.decoder_ids[0],
+        decoder_tokens=token_labels(batch.decoder_ids[0], tokenizer),
+        source_ids=src,
+        source_tokens=None if src is None else token_labels(src, tokenizer),
+        target_ids=None if batch.target_ids is None else batch.target_ids[0],
+    )

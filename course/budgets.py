@@ -1,8 +1,8 @@
-"""Course presets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop lesson), ``full`` (the
+"""Course budgets: how big each experiment is at ``smoke`` (CI), ``cpu`` (a laptop lesson), ``full`` (the
 committed run: every model trained until its validation curve flattens, sized for two CPU cores) and ``gpu``
 (one H100), and the dry run of each (``gpu-dry``: its shapes for two steps).
 
-Every notebook reads its section of ``COURSE_PRESETS[PRESET]``, so the same
+Every notebook reads its section of ``BUDGETS[BUDGET]``, so the same
 notebook is a 60-second CI check, a lesson-sized laptop run, the converged run the
 committed notebooks show, or the GPU-scale experiment. ``full`` takes its batch size (2048
 tokens), learning rate (2e-3) and vocabulary (8192) from the sweep of notebook 00, section 9
@@ -17,10 +17,10 @@ from __future__ import annotations
 import copy
 import os
 
-PRESET_NAMES = ("smoke", "cpu", "full", "gpu")
-# ``<preset>-dry``: the preset's model sizes and sequence shapes, with every count cut to
+BUDGET_NAMES = ("smoke", "cpu", "full", "gpu")
+# ``<budget>-dry``: the budget's model sizes and sequence shapes, with every count cut to
 # the least that still runs each code path (two training steps, one evaluation batch, two test
-# examples), so a preset that has never run (``gpu``) can be tried on a CPU first.
+# examples), so a budget that has never run (``gpu``) can be tried on a CPU first.
 DRY_RUN = dict(
     max_steps=2,
     finetune_steps=2,
@@ -35,28 +35,28 @@ DRY_RUN = dict(
     n_decode_val=2,
     keep_every=1,
 )
-# A dry run also caps the tokens of a training batch: the gpu preset's 32,768-token batches of Exp 4's
+# A dry run also caps the tokens of a training batch: the gpu budget's 32,768-token batches of Exp 4's
 # ``large`` model need more than a 24 GiB CPU machine holds (its first gpu-dry run, 2026-11-30, was
 # killed for memory at 24 GB). Memory at the real batch is the GPU's to show (scripts/device_check.sh).
 DRY_RUN_MAX_BATCH_TOKENS = 8192
-PRESET_CHOICES = PRESET_NAMES + tuple(f"{name}-dry" for name in PRESET_NAMES)
+BUDGET_CHOICES = BUDGET_NAMES + tuple(f"{name}-dry" for name in BUDGET_NAMES)
 
 
-def _by_preset(**settings: tuple) -> dict[str, dict]:
-    """``setting=(smoke, cpu, full, gpu)`` rows -> one dict per preset: a table read across the presets."""
+def _by_budget(**settings: tuple) -> dict[str, dict]:
+    """``setting=(smoke, cpu, full, gpu)`` rows -> one dict per budget: a table read across the budgets."""
     for key, values in settings.items():
-        if len(values) != len(PRESET_NAMES):
+        if len(values) != len(BUDGET_NAMES):
             raise ValueError(
-                f"preset setting {key!r} has {len(values)} values; give one per preset {PRESET_NAMES}"
+                f"budget setting {key!r} has {len(values)} values; give one per budget {BUDGET_NAMES}"
             )
-    return {name: {key: values[i] for key, values in settings.items()} for i, name in enumerate(PRESET_NAMES)}
+    return {name: {key: values[i] for key, values in settings.items()} for i, name in enumerate(BUDGET_NAMES)}
 
 
 # fmt: off
 # SAMSum baseline hyperparameters (notebook 01); Exp 1 reuses them on raw text. At full the baseline is
 # trained with Exp 1's recipe (the rawtext section's mini model and 3000 steps), so that it is also Exp 3's
 # matched control (``exp3_samsum_model``): one run instead of two (the tiny run of 3000 steps: about 18 min).
-_SAMSUM = _by_preset(
+_SAMSUM = _by_budget(
     #                 smoke    cpu     full    gpu
     model=           ("smoke", "tiny", "mini", "small"),
     max_steps=       (30,      500,    3000,   4000),
@@ -99,7 +99,7 @@ _ARMS_UNMATCHED = ["encdec", "deconly", "prefix_lm"]
 # n_samples prompts are printed, n_generate feed the automatic repetition proxy of Exp 1; Exp 1 trains its
 # encoder-decoder and decoder-only arms at every seed of ``seeds`` (its perplexity ratio's spread), and the
 # other ``arms`` at the first seed.
-_RAWTEXT = _by_preset(
+_RAWTEXT = _by_budget(
     #                 smoke    cpu     full    gpu
     model=           ("smoke", "tiny", "mini", "small"),
     max_steps=       (30,      200,    3000,   3000),
@@ -118,12 +118,12 @@ _RAWTEXT = _by_preset(
 )
 
 # Exp 3: attention statistics over held-out examples per corpus.
-_ATTENTION = _by_preset(n_examples=(40, 200, 200, 500))
+_ATTENTION = _by_budget(n_examples=(40, 200, 200, 500))
 
 # Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides). Every size trains the same
 # steps x batch_tokens with the SAMSum baseline's lr, warmup, dropout and length caps. cpu adds two
 # in-between widths so the three-parameter law has more sizes than parameters.
-_SCALING = _by_preset(
+_SCALING = _by_budget(
     sizes=(
         ["smoke", "mini"],
         ["smoke", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
@@ -152,7 +152,7 @@ _FULL_VARIANTS = {
     "0.1": ["scratch", "transfer", "embedding_only", "scratch_equal_compute"],
     "1.0": ["scratch", "transfer"],
 }
-_TRANSFER = _by_preset(
+_TRANSFER = _by_budget(
     #                 smoke       cpu         full        gpu
     finetune_steps=  (20,         150,        600,        2000),
     fractions=       ([0.1, 1.0], [0.1, 1.0], [0.1, 1.0], [0.1, 1.0]),
@@ -168,7 +168,7 @@ _TRANSFER = _by_preset(
 )
 # fmt: on
 
-COURSE_PRESETS: dict[str, dict[str, dict]] = {
+BUDGETS: dict[str, dict[str, dict]] = {
     name: {
         "data": dict(vocab_size=8192),
         "samsum": _SAMSUM[name],
@@ -177,23 +177,23 @@ COURSE_PRESETS: dict[str, dict[str, dict]] = {
         "scaling": _SCALING[name],
         "transfer": _TRANSFER[name],
     }
-    for name in PRESET_NAMES
+    for name in BUDGET_NAMES
 }
 
 
-def get_preset(name: str | None = None) -> dict[str, dict]:
-    """The course preset ``name`` (default: env ``REFTX_PRESET``, else ``cpu``), as a fresh copy."""
-    name = name or os.environ.get("REFTX_PRESET", "cpu")
-    if name not in PRESET_CHOICES:
+def get_budget(name: str | None = None) -> dict[str, dict]:
+    """The course budget ``name`` (default: env ``REFTX_BUDGET``, else ``cpu``), as a fresh copy."""
+    name = name or os.environ.get("REFTX_BUDGET", "cpu")
+    if name not in BUDGET_CHOICES:
         raise ValueError(
-            f"unknown course preset {name!r}; allowed values: {list(PRESET_CHOICES)} "
-            "(set REFTX_PRESET or pass --preset)"
+            f"unknown course budget {name!r}; allowed values: {list(BUDGET_CHOICES)} "
+            "(set REFTX_BUDGET or pass --budget)"
         )
     base, dry = name.removesuffix("-dry"), name.endswith("-dry")
-    preset = copy.deepcopy(COURSE_PRESETS[base])
+    budget = copy.deepcopy(BUDGETS[base])
     if dry:
-        for section in preset.values():
+        for section in budget.values():
             section.update({k: v for k, v in DRY_RUN.items() if k in section})
             if "batch_tokens" in section:
                 section["batch_tokens"] = min(section["batch_tokens"], DRY_RUN_MAX_BATCH_TOKENS)
-    return preset
+    return budget
