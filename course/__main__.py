@@ -65,8 +65,8 @@ def _setup(args, tok=None):
 
 
 def cmd_prepare(args) -> int:
-    from reftx_lib.data.corpora import corpus_stats, load_corpus
-    from reftx_lib.data.tokenizer import tokenizer_info
+    from course.data_stats import corpus_stats, tokenizer_info
+    from reftx_lib.data.corpora import load_corpus
 
     args.model = "encdec"
     tok, _, _, stats = _setup(args)

@@ -15,22 +15,23 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
+from course.accounting import num_parameters
+from course.data_stats import tokenizer_info
 from course.scaling import SizeSpec, size_name, size_overrides
 from course.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
 from reftx_lib.data.corpora import load_corpus
 from reftx_lib.data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
-from reftx_lib.data.tokenizer import tokenizer_info
 from reftx_lib.model.config import ModelConfig
-from reftx_lib.model.transformer import (
-    BaseLanguageModel,
-    ReferenceDecoderOnly,
-    ReferencePrefixLM,
-    ReferenceTransformer,
-)
+from reftx_lib.model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.paths import checkpoint_dir
-from reftx_lib.train.trainer import History, TrainConfig, fit, identity_of
+from reftx_lib.train.checkpoint import identity_of
+from reftx_lib.train.trainer import History, TrainConfig, fit
 
-MODEL_KINDS = {"encdec": ReferenceTransformer, "deconly": ReferenceDecoderOnly, "prefixlm": ReferencePrefixLM}
+MODEL_KINDS = {
+    "encdec": ReferenceTransformer,
+    "deconly": ReferenceDecoderOnly,
+    "prefixlm": ReferenceDecoderOnly,
+}
 RAWTEXT_MODES = ("midpoint", "prefix", "documents", "blocks")
 
 
@@ -91,7 +92,8 @@ def build_model(kind: str, size: str, vocab_size: int, seed: int = 0, **override
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; allowed values: {list(MODEL_KINDS)}")
     torch.manual_seed(seed)
-    return MODEL_KINDS[kind].from_preset(size, vocab_size=vocab_size, **overrides)
+    prefix_lm = {"prefix_lm": True} if kind == "prefixlm" else {}  # the decoder-only model as a prefix LM
+    return MODEL_KINDS[kind].from_preset(size, vocab_size=vocab_size, **prefix_lm, **overrides)
 
 
 def train_config(
@@ -244,7 +246,7 @@ def matched_d_ff(size: str, vocab_size: int) -> int:
 
     def total(kind: str, **overrides) -> int:
         with torch.device("meta"):  # count only: no memory, no initialization
-            return build_model(kind, size, vocab_size, **overrides).num_parameters()["total"]
+            return num_parameters(build_model(kind, size, vocab_size, **overrides))["total"]
 
     d_ff = ModelConfig.from_preset(size, vocab_size).d_ff
     per_unit = total("deconly", d_ff=d_ff + 1) - total("deconly", d_ff=d_ff)

@@ -14,6 +14,7 @@ import torch
 from reftx_lib.data.batching import pad_batch
 from reftx_lib.train.checkpoint import MODEL_CLASSES
 from reftx_lib.train.device import current_rss_mb, resolve_device
+from reftx_lib.train.loss import training_loss
 from reftx_lib.train.step import autocast_for, training_step
 
 
@@ -42,7 +43,7 @@ def _train_steps(model: torch.nn.Module, ids: torch.Tensor, steps: int, device: 
     for _ in range(steps):
         training_step(
             model,
-            lambda: model(ids, labels=ids, return_logits=False)["loss"],
+            lambda: training_loss(model, {"input_ids": ids, "labels": ids})["loss"],
             optimizer,
             autocast=autocast_for(device),
         )

@@ -2,31 +2,77 @@
 did it train, and how much of this CPU's matrix-multiply rate that speed is.
 
 Every number of the ``full`` budget rests on models trained until their curves flatten
-(``reftx_lib.train.trainer.FLAT``), so each notebook prints this table for every model it trains,
+(``FLAT``), so each notebook prints this table for every model it trains,
 and its results file stores the curves (``curves_metrics``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from course.experiments import CourseModel
+from course.accounting import flops_per_token
 from reftx_lib.train.trainer import History
 
+if TYPE_CHECKING:  # course.experiments imports course.scaling, which reads histories here
+    from course.experiments import CourseModel
 
-def flops_per_supervised_token(course: CourseModel) -> float:
+FLAT = 0.02  # a curve whose last quarter improves the validation loss by less than 2% has flattened
+
+
+def curve(history: History) -> list[list[float]]:
+    """The validation curve, ``[[step, val_loss], ...]``: what a results file stores per model."""
+    return [[r["step"], r["val_loss"]] for r in history.evals()]
+
+
+def last_quarter_improvement(history: History) -> float:
+    """How much the validation loss still fell over the last quarter of the run, relative:
+    ``(L(q) - L(end)) / L(q)``, with ``L(q)`` the last evaluation at or before 3/4 of the steps.
+
+    Below ``FLAT`` (2%) the curve has flattened: more steps of this schedule would change
+    little. NaN when no evaluation lies in the first three quarters.
+    """
+    evals = history.evals()
+    if not evals:
+        return float("nan")
+    end = evals[-1]
+    before = [r for r in evals if r["step"] <= 0.75 * end["step"]]
+    if not before:
+        return float("nan")
+    return (before[-1]["val_loss"] - end["val_loss"]) / before[-1]["val_loss"]
+
+
+def flattened(history: History) -> bool:
+    """True when the last quarter improved the validation loss by less than ``FLAT``."""
+    return last_quarter_improvement(history) < FLAT
+
+
+def steady_step_seconds(history: History, skip: float = 0.1) -> float:
+    """The median training time of one optimizer step after the first ``skip`` share of the steps:
+    the run's own steady-state speed, which warm-up, a first-batch allocation or a short burst of
+    other load on the machine cannot move much (a mean or a total would)."""
+    times = [r["wall_time"] for r in history]
+    steps = [b - a for a, b in zip(times, times[1:])][int(skip * len(times)) :]
+    if not steps:
+        raise ValueError(f"a history of {len(history)} steps has no steady state to time: train longer")
+    return statistics.median(steps)
+
+
+def flops_per_supervised_token(trained: CourseModel) -> float:
     """Training FLOPs per supervised token at the training rows' mean lengths (``flops_per_token``)."""
-    model, train = course.model, course.data["train"]
+    model, train = trained.model, trained.data["train"]
     if "source_len" in train.column_names and hasattr(model, "encoder"):
-        return model.flops_per_token(
+        return flops_per_token(
+            model,
             src_len=round(float(np.mean(train["source_len"][:]))),
             tgt_len=round(float(np.mean(train["target_len"][:]))),
         )
     lengths = [len(r) for r in train["input_ids"]]
-    return model.flops_per_token(round(float(np.mean(lengths))))
+    return flops_per_token(model, round(float(np.mean(lengths))))
 
 
 def training_report(
@@ -39,7 +85,7 @@ def training_report(
     rows = {}
     for name, history in histories.items():
         last = history[-1]
-        gain = history.last_quarter_improvement()
+        gain = last_quarter_improvement(history)
         flops_per_s = (
             flops_per_supervised_token(courses[name]) * last["supervised_tokens"] / last["wall_time"]
         )
@@ -53,7 +99,7 @@ def training_report(
             "last-quarter fall": gain,
             "flattened": "unknown"
             if math.isnan(gain)
-            else ("yes" if history.flattened() else "NO: train longer"),
+            else ("yes" if flattened(history) else "NO: train longer"),
         }
     return pd.DataFrame(rows).T
 
@@ -62,8 +108,8 @@ def curves_metrics(histories: dict[str, History]) -> dict:
     """What a results file stores about training: ``curves[<model>] = [[step, val_loss], ...]`` and each
     model's last-quarter fall of the validation loss."""
     return {
-        "curves": {name: h.curve() for name, h in histories.items()},
-        "last_quarter_improvement": {name: h.last_quarter_improvement() for name, h in histories.items()},
+        "curves": {name: curve(h) for name, h in histories.items()},
+        "last_quarter_improvement": {name: last_quarter_improvement(h) for name, h in histories.items()},
     }
 
 

@@ -20,14 +20,17 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from reftx_lib.train.evaluation import DISTINCT_FLOOR, evaluate_loss, score_summaries
+from course.accounting import flops_per_token, num_parameters
+from course.evaluation import DISTINCT_FLOOR, score_summaries
+from course.report import last_quarter_improvement
+from reftx_lib.train.evaluation import evaluate_loss
 
 # A ladder entry is a MODEL_PRESETS name ("tiny") or a dict with a "name" and the sizes to override.
 SizeSpec = str | dict
 
 
 def size_name(size: SizeSpec) -> str:
-    """The label of a ladder entry: the budget name, or the dict's ``name``."""
+    """The label of a ladder entry: the size name, or the dict's ``name``."""
     if isinstance(size, str):
         return size
     if "name" not in size:
@@ -40,7 +43,7 @@ def size_overrides(size: SizeSpec) -> tuple[str, dict]:
 
     ``"mini"`` -> ("mini", {}); ``{"name": "w96", "d_model": 96, "n_layers": 2, "n_heads": 4}``
     -> ("tiny", {"d_model": 96, ...}): an explicit size overrides every field of the
-    ``base`` budget it names (default ``tiny``), so any (d_model, n_layers, n_heads) works.
+    ``base`` size it names (default ``tiny``), so any (d_model, n_layers, n_heads) works.
     """
     if isinstance(size, str):
         return size, {}
@@ -51,7 +54,7 @@ def size_overrides(size: SizeSpec) -> tuple[str, dict]:
 def training_flops(model, supervised_tokens: float, src_len: float, tgt_len: float) -> float:
     """Training FLOPs of an encoder-decoder run: FLOPs per target token x target tokens seen.
 
-    ``model.flops_per_token(src_len=S, tgt_len=T)`` (forward + backward, per predicted
+    ``flops_per_token(model, src_len=S, tgt_len=T)`` (forward + backward, per predicted
     token) is evaluated at the *mean* source and target lengths of the training rows,
     then multiplied by the supervised (target) tokens the trainer counted. Using means
     is an approximation: attention's S^2 term is convex in S, so long dialogues cost a
@@ -61,7 +64,7 @@ def training_flops(model, supervised_tokens: float, src_len: float, tgt_len: flo
     if supervised_tokens < 0:
         raise ValueError(f"supervised_tokens must be >= 0, got {supervised_tokens}")
     s, t = max(1, round(src_len)), max(1, round(tgt_len))
-    return float(model.flops_per_token(src_len=s, tgt_len=t)) * float(supervised_tokens)
+    return float(flops_per_token(model, src_len=s, tgt_len=t)) * float(supervised_tokens)
 
 
 def _law(n, e, a, alpha):
@@ -290,7 +293,7 @@ def size_table(models: dict[str, object], src_len: float, tgt_len: float) -> pd.
     summary token at the data's mean source and target lengths (the x axes of every Exp 4 plot)."""
     rows = {}
     for name, model in models.items():
-        counts, c = model.num_parameters(), model.config
+        counts, c = num_parameters(model), model.config
         rows[name] = {
             "d_model": c.d_model,
             "n_layers": c.n_layers,
@@ -331,7 +334,7 @@ def run_measures(
     }
     scores = score_summaries(model, test, tokenizer, cfg["num_beams"], cfg["max_new_tokens"], device)
     seen = history[-1]["supervised_tokens"]
-    counts = model.num_parameters()
+    counts = num_parameters(model)
     return {
         "params_total": counts["total"],
         "params_non_embedding": counts["non_embedding"],
@@ -344,7 +347,7 @@ def run_measures(
         "final_val_loss": final["validation"]["loss"],
         **scores,
         "train_time_s": history[-1]["wall_time"],
-        "last_quarter_fall": history.last_quarter_improvement(),
+        "last_quarter_fall": last_quarter_improvement(history),
     }
 
 

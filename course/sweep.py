@@ -31,13 +31,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from course.accounting import flops_per_token, num_parameters
 from course.experiments import build_model, rawtext_data
 from reftx_lib.data.batching import pad_batch, token_budget_batches
 from reftx_lib.data.corpora import load_corpus
 from reftx_lib.data.tokenizer import load_tokenizer
 from reftx_lib.model.config import MODEL_PRESETS
 from reftx_lib.model.transformer import BaseLanguageModel
-from reftx_lib.train.step import autocast_for, training_step
+from reftx_lib.train.loss import training_loss
+from reftx_lib.train.step import autocast_for, training_inputs, training_step
 from reftx_lib.train.trainer import TrainConfig, train
 
 BASE = {"lr": 2e-3, "batch_tokens": 4096, "block_size": 256, "vocab_size": 8192}
@@ -144,7 +146,7 @@ def run_point(point: dict, setup: SweepSetup) -> dict:
     history = train(model, data["train"], data["validation"], config)
     evals = history.evals()
     tokens_per_s = history[-1]["tokens"] / history[-1]["wall_time"]
-    flops_per_s = model.flops_per_token(point["block_size"]) * tokens_per_s
+    flops_per_s = flops_per_token(model, point["block_size"]) * tokens_per_s
     return {
         **point,
         "steps": steps,
@@ -156,7 +158,7 @@ def run_point(point: dict, setup: SweepSetup) -> dict:
         "curve": [[r["step"], round(r["wall_time"], 2), round(r["val_loss"], 5)] for r in evals],
         "val_loss": round(evals[-1]["val_loss"], 5),
         "bits_per_byte": round(evals[-1]["val_loss"] * per_byte, 5),
-        "parameters": model.num_parameters()["total"],
+        "parameters": num_parameters(model)["total"],
     }
 
 
@@ -361,21 +363,16 @@ def step_seconds(model: BaseLanguageModel, rows: list[list[int]], device: torch.
     """Wall-clock seconds of one ``training_step`` of a copy of ``model`` on ``rows``.
 
     ``model`` itself is not changed. The step is the trainer's: the inputs the model asks for
-    (``training_inputs``) and only the loss (``return_logits=False``). On CUDA the clock waits
+    (``training_inputs``) and only the loss (``training_loss``). On CUDA the clock waits
     for the device at both ends.
     """
     m = copy.deepcopy(model).to(device).train()
     optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    inputs = {k: v.to(device) for k, v in m.training_inputs(pad_batch(rows)).items()}
+    inputs = {k: v.to(device) for k, v in training_inputs(m, pad_batch(rows)).items()}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    training_step(
-        m,
-        lambda: m(**inputs, check_ids=False, return_logits=False)["loss"],
-        optimizer,
-        autocast=autocast_for(device),
-    )
+    training_step(m, lambda: training_loss(m, inputs)["loss"], optimizer, autocast=autocast_for(device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start

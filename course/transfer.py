@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from course.evaluation import DISTINCT_FLOOR
 from reftx_lib.model.convert import convert_decoder_only_to_encoder_decoder
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.train.evaluation import DISTINCT_FLOOR
 
 # Exp 5's initializations: name -> converter arguments (None: a fresh ReferenceTransformer).
 TRANSFER_VARIANTS: dict[str, dict | None] = {

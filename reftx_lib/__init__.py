@@ -7,12 +7,7 @@ from .constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 from .model.config import MODEL_PRESETS, ModelConfig
 from .model.convert import convert_decoder_only_to_encoder_decoder
 from .model.generation import generate
-from .model.transformer import (
-    BaseLanguageModel,
-    ReferenceDecoderOnly,
-    ReferencePrefixLM,
-    ReferenceTransformer,
-)
+from .model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
 __all__ = [
     "BOS_ID",
@@ -23,7 +18,6 @@ __all__ = [
     "ModelConfig",
     "BaseLanguageModel",
     "ReferenceDecoderOnly",
-    "ReferencePrefixLM",
     "ReferenceTransformer",
     "generate",
     "convert_decoder_only_to_encoder_decoder",

@@ -1,8 +1,5 @@
-"""Where the course keeps its data and caches.
-
-One module decides every path so notebooks, tests and scripts agree on them, and
-so a user can move data or caches with an environment variable instead of editing code.
-"""
+"""Where the course keeps its data and caches: one module, so notebooks, tests and scripts agree, and an
+environment variable moves them without editing code."""
 
 from __future__ import annotations
 
@@ -12,20 +9,12 @@ from pathlib import Path
 
 
 def repo_root() -> Path:
-    """Return the repository root (the folder holding ``reftx_lib/``).
-
-    Paths are resolved from the package, not the working directory, so a notebook
-    started from ``notebooks/`` finds the same data as a test started from the root.
-    """
+    """The folder holding ``reftx_lib/``, found from the package so any working directory gives the same."""
     return Path(__file__).resolve().parent.parent
 
 
 def cache_dir() -> Path:
-    """Return (and create) the folder for derived artifacts such as tokenizers.
-
-    ``REFTX_CACHE_DIR`` overrides the default ``<repo>/.cache/reftx`` so that CI or a
-    read-only checkout can put caches elsewhere. Everything here can be rebuilt.
-    """
+    """The (created) folder for rebuildable artifacts such as tokenizers; ``REFTX_CACHE_DIR`` moves it."""
     env = os.environ.get("REFTX_CACHE_DIR")
     path = Path(env).expanduser() if env else repo_root() / ".cache" / "reftx"
     path.mkdir(parents=True, exist_ok=True)
@@ -33,32 +22,24 @@ def cache_dir() -> Path:
 
 
 def data_search_path() -> list[Path]:
-    """Return the folders searched, in order, for local copies of the corpora.
-
-    The data has non-commercial licences, so it is never committed: it lives in a
-    sibling ``shared/data`` folder, a ``<repo>/data`` folder, or wherever
-    ``REFTX_DATA_DIR`` points (checked first, so users can override the others).
-    """
-    paths = []
+    """Folders searched in order for the corpora, never committed (non-commercial licences):
+    ``REFTX_DATA_DIR`` first, then ``<repo>/data`` and a sibling ``shared/data``."""
     root = repo_root()
     defaults = [root / "data", (root.parent / "shared" / "data").resolve()]
     env = os.environ.get("REFTX_DATA_DIR")
-    if env:
-        paths.append(Path(env).expanduser())
-        if not paths[0].is_dir():
-            warnings.warn(
-                f"REFTX_DATA_DIR={env} is not a folder; looking in {', '.join(map(str, defaults))} "
-                "instead. Fix the path or unset REFTX_DATA_DIR.",
-                stacklevel=2,
-            )
-    return paths + defaults
+    if not env:
+        return defaults
+    if not Path(env).expanduser().is_dir():
+        warnings.warn(
+            f"REFTX_DATA_DIR={env} is not a folder; looking in {', '.join(map(str, defaults))} "
+            "instead. Fix the path or unset REFTX_DATA_DIR.",
+            stacklevel=2,
+        )
+    return [Path(env).expanduser(), *defaults]
 
 
 def checkpoint_dir(preset: str, name: str) -> Path:
-    """Where the course keeps the checkpoint of model ``name`` trained at ``preset``.
-
-    Later notebooks reuse earlier notebooks' models from here (``REFTX_CHECKPOINT_DIR``
-    overrides ``<repo>/checkpoints``); nothing here is committed.
-    """
+    """Where model ``name`` trained at ``preset`` is kept for later notebooks (``REFTX_CHECKPOINT_DIR``
+    moves ``<repo>/checkpoints``)."""
     env = os.environ.get("REFTX_CHECKPOINT_DIR")
     return (Path(env).expanduser() if env else repo_root() / "checkpoints") / preset / name

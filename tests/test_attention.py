@@ -21,21 +21,21 @@ from matplotlib.figure import Figure
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-import reftx_lib.attention.stats as stats_module
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.attention.explorer import AttentionExplorer, to_bertviz
-from reftx_lib.attention.extract import AttentionRecord, extract_attention, token_labels
-from reftx_lib.attention.plots import plot_attention, plot_attention_grid, plot_stat_distributions
-from reftx_lib.attention.stats import (
-    attention_stats,
+import course.attention as course_attention
+from course.attention import (
     corpus_contrast,
     cross_headlines,
     cross_profile,
+    plot_stat_distributions,
     speaker_mass,
     speaker_token_mask,
     stats_over_dataset,
-    uniform_baseline,
 )
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.attention.explorer import AttentionExplorer, to_bertviz
+from reftx_lib.attention.extract import AttentionRecord, extract_attention, token_labels
+from reftx_lib.attention.plots import plot_attention, plot_attention_grid
+from reftx_lib.attention.stats import attention_stats, uniform_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGUE = "Amanda: I baked cookies. Do you want some?\nJerry: Sure! Amanda: is a name here, not a speaker."
@@ -239,7 +239,9 @@ def test_cross_profile_on_hand_made_attention(monkeypatch):
     to_first[..., 0] = 1.0  # every target row reads source token 0: profile [1, 0], dependence 0
     diagonal = np.broadcast_to(np.eye(4), (1, 2, 4, 4)).copy()  # tokens 0-1 | 2-3 per bin: profile [0.5, 0.5]
     records = {"first": record_of("cross", to_first), "diagonal": record_of("cross", diagonal)}
-    monkeypatch.setattr(stats_module, "extract_attention", lambda model, example, tokenizer: records[example])
+    monkeypatch.setattr(
+        course_attention, "extract_attention", lambda model, example, tokenizer: records[example]
+    )
     profile, dependence = cross_profile(None, ["first", "diagonal"], None, bins=2)
     np.testing.assert_allclose(profile, [0.75, 0.25])
     # a one-hot diagonal row against the mean row (1/4 everywhere): total variation 0.5 * (3/4 + 3 * 1/4)

@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from reftx_lib.data.batching import pad_batch, padding_waste, token_budget_batches
+from course.data_stats import padding_waste
+from reftx_lib.data.batching import pad_batch, token_budget_batches
 
 
 def test_pad_batch_right_pads():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from reftx_lib import MODEL_PRESETS
-from reftx_lib.train import device as device_module
+from tools import machine as machine_module
 from tools.__main__ import apply_malloc_trim, parse_args
 from tools.__main__ import main as bench_main
 from tools.__main__ import run as bench_run
@@ -220,7 +220,7 @@ def test_timed_steps_and_generate_calls_alternate_in_counterbalanced_order(monke
 
 _REUSE_FAULTS = """
 import ctypes, resource, torch
-from reftx_lib.train.device import keep_freed_cpu_memory
+from tools.machine import keep_freed_cpu_memory
 if not keep_freed_cpu_memory():
     print("unsupported")
     raise SystemExit
@@ -263,15 +263,15 @@ def test_keep_freed_cpu_memory_sets_both_glibc_thresholds_and_reports_a_missing_
             calls.append((param, value))
             return 1
 
-    monkeypatch.setattr(device_module.ctypes, "CDLL", lambda name: FakeLibc())
-    assert device_module.keep_freed_cpu_memory() is True
+    monkeypatch.setattr(machine_module.ctypes, "CDLL", lambda name: FakeLibc())
+    assert machine_module.keep_freed_cpu_memory() is True
     assert calls == [(-3, 32 * 2**20), (-1, 2**31 - 1)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
     def no_libc(name):
         raise OSError(f"{name}: cannot open shared object file")
 
-    monkeypatch.setattr(device_module.ctypes, "CDLL", no_libc)
-    assert device_module.keep_freed_cpu_memory() is False
+    monkeypatch.setattr(machine_module.ctypes, "CDLL", no_libc)
+    assert machine_module.keep_freed_cpu_memory() is False
 
 
 def test_malloc_trim_auto_keeps_memory_where_it_can_and_off_refuses_to_fall_back(monkeypatch):

@@ -6,7 +6,8 @@ import time
 import pytest
 from datasets import DatasetDict
 
-from reftx_lib.data.corpora import CORPORA, corpus_stats, load_corpus, split_of, split_sections
+from course.data_stats import corpus_stats
+from reftx_lib.data.corpora import CORPORA, load_corpus, split_of, split_sections
 from reftx_lib.paths import data_search_path
 
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from course.evaluation import distinct_n, repetition_rate
 from course.memory import training_memory_mb
 from reftx_lib import ModelConfig
-from reftx_lib.train.evaluation import distinct_n, repetition_rate
 
 TINY = ModelConfig(
     vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, max_len=64
@@ -27,7 +27,7 @@ def test_training_memory_is_positive_for_the_encoder_decoder():
 def test_training_memory_is_positive_and_grows_with_the_batch():
     small = training_memory_mb("ReferenceDecoderOnly", TINY, [[1] + list(range(4, 20)) + [2]], steps=1)
     # vocab 4096 and 64 rows of 60 tokens: the logits would be 64 * 60 * 4096 * 4 bytes = 60 MiB, but the
-    # step measured is the trainer's, whose fused CPU loss never builds them (reftx_lib.model.loss); the rest
+    # step measured is the trainer's, whose fused CPU loss never builds them (reftx_lib.train.loss); the rest
     # grows too
     big = training_memory_mb(
         "ReferenceDecoderOnly", {**TINY, "vocab_size": 4096}, [[1] + list(range(4, 62)) + [2]] * 64, steps=1
@@ -69,12 +69,13 @@ def test_distinct_n():
 @pytest.mark.parametrize("size", ["smoke", "tiny", "small"])
 def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_parameters(size):
     """Exp 1's parameter-matched arm: within half a d_ff unit's parameters of the encoder-decoder."""
+    from course.accounting import num_parameters
     from course.experiments import matched_d_ff
     from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 
     def total(cls, **overrides):
         with torch.device("meta"):
-            return cls.from_preset(size, vocab_size=512, **overrides).num_parameters()["total"]
+            return num_parameters(cls.from_preset(size, vocab_size=512, **overrides))["total"]
 
     d_ff = matched_d_ff(size, 512)
     per_unit = total(ReferenceDecoderOnly, d_ff=d_ff + 1) - total(ReferenceDecoderOnly, d_ff=d_ff)
@@ -157,8 +158,8 @@ def test_a_prediction_holds_only_when_every_seed_agrees():
 
 
 def test_continuations_batch_prompts_by_length_and_keep_their_order():
+    from course.evaluation import continuation_quality, continue_texts
     from reftx_lib import ReferenceDecoderOnly
-    from reftx_lib.train.evaluation import continuation_quality, continue_texts
 
     class Ids:  # a tokenizer stand-in: token ids as words
         def decode(self, ids, skip_special_tokens=True):
@@ -223,7 +224,7 @@ def test_an_exp1_run_on_fewer_documents_is_another_run(monkeypatch):
     never resumes, or reads as its own, a checkpoint written on the whole corpus."""
     from course import experiments
     from course.budgets import get_budget
-    from reftx_lib.train.trainer import identity_of
+    from reftx_lib.train.checkpoint import identity_of
 
     monkeypatch.setattr(experiments, "rawtext_data", lambda cfg, tok, layout: ({}, {}))
     whole = get_budget("full")

@@ -16,10 +16,11 @@ import torch
 from test_trainer import V, cfg, make, synthetic_rows
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.model.packing import check_batch
 from reftx_lib.train import trainer as trainer_module
-from reftx_lib.train.checkpoint import load_checkpoint, load_model
+from reftx_lib.train.checkpoint import CheckpointMismatchError, load_checkpoint, load_model
 from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, perplexity_of
-from reftx_lib.train.trainer import CheckpointMismatchError, fit, train
+from reftx_lib.train.trainer import fit, train
 
 ROWS = synthetic_rows(120, packed=False)
 TRAIN, VAL = ROWS[:100], ROWS[100:]
@@ -124,19 +125,19 @@ def test_a_diverged_run_stops_with_infinite_perplexity_and_its_step(monkeypatch)
 )
 def test_bad_ids_are_named(ids, message):
     with pytest.raises(ValueError, match=message):
-        make(ReferenceDecoderOnly)(ids)
+        check_batch(make(ReferenceDecoderOnly), ids)
 
 
 def test_bad_labels_are_named():
     ids = torch.tensor([[1, 5, 6, 7, 2]])
     model = make(ReferenceDecoderOnly)
     with pytest.raises(ValueError, match=f"labels hold {V + 3}, outside"):
-        model(ids, labels=torch.tensor([[1, 5, V + 3, 7, 2]]))
+        check_batch(model, ids, labels=torch.tensor([[1, 5, V + 3, 7, 2]]))
     with pytest.raises(ValueError, match="every label is padding or -100.*nan"):
-        model(ids, labels=torch.full_like(ids, -100))
+        check_batch(model, ids, labels=torch.full_like(ids, -100))
     packed = torch.tensor([[5, 6, 3, 7, 2]])
     with pytest.raises(ValueError, match="every label is padding or -100"):
-        make(ReferenceTransformer)(packed, labels=torch.tensor([[5, 6, 3, -100, -100]]))
+        check_batch(make(ReferenceTransformer), packed, labels=torch.tensor([[5, 6, 3, -100, -100]]))
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ def test_generate_rejects_options_it_would_misuse_or_ignore(options, message):
     ],
 )
 def test_cli_rejects_empty_work(args, message):
-    out = subprocess.run([sys.executable, "-m", "reftx_lib", *args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "course", *args], capture_output=True, text=True)
     assert out.returncode in (1, 2) and message in out.stderr, out.stderr
 
 
@@ -178,7 +179,7 @@ def test_cli_device_cuda_without_a_gpu_is_an_error():
         [
             sys.executable,
             "-m",
-            "reftx_lib",
+            "course",
             "generate",
             "--device",
             "cuda",
@@ -305,9 +306,7 @@ def test_checkpoints_hold_no_code_and_a_killed_save_leaves_nothing_behind(tmp_pa
     assert not list(tmp_path.glob("*.tmp")) and load_checkpoint(last)["step"] == 6
 
 
-def test_an_old_single_file_checkpoint_is_refused_until_converted(tmp_path):
-    from reftx_lib.train.checkpoint import convert_trusted_legacy
-
+def test_an_old_single_file_checkpoint_is_refused_with_a_message_to_train_again(tmp_path):
     last = _saved(tmp_path)
     ckpt, model = load_checkpoint(last), load_model(last)
     legacy = {k: v for k, v in ckpt.items() if k not in ("path", "weights_sha256", "format")}
@@ -316,16 +315,8 @@ def test_an_old_single_file_checkpoint_is_refused_until_converted(tmp_path):
     legacy["rng"]["numpy"] = (name, keys.numpy().astype("uint32"), *rest)
     last.with_suffix(".safetensors").unlink()
     torch.save(legacy, last)  # the format before: one pickle, read with weights_only=False
-    with pytest.raises(
-        ValueError, match=r"no last\.safetensors beside it.*runs code.*convert_trusted_legacy"
-    ):
+    with pytest.raises(ValueError, match=r"no last\.safetensors beside it.*runs code.*Train again"):
         load_model(last)
-    convert_trusted_legacy(last)
-    torch.testing.assert_close(load_model(last).state_dict(), model.state_dict())
-    resumed = fit(
-        make(ReferenceDecoderOnly), TRAIN, VAL, cfg(checkpoint_dir=str(tmp_path), max_steps=6, eval_every=2)
-    )
-    assert len(resumed) == 6
 
 
 KILLED_RUN = """

@@ -155,7 +155,11 @@ def notebook_imports(path: Path) -> set[str]:
         source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ImportFrom) and node.module:
-                modules.add(node.module)
+                # ``from course import sweep`` imports the module course.sweep, not a name of course
+                for alias in node.names:
+                    module = ROOT.joinpath(*node.module.split("."), alias.name)
+                    is_module = module.with_suffix(".py").exists() or (module / "__init__.py").exists()
+                    modules.add(f"{node.module}.{alias.name}" if is_module else node.module)
             elif isinstance(node, ast.Import):
                 modules.update(alias.name for alias in node.names)
     return {m for m in modules if m.split(".")[0] in PARTS}

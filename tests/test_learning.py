@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from reftx_lib import ReferenceDecoderOnly
+from reftx_lib.train.loss import training_loss
 from reftx_lib.train.trainer import TrainConfig, train
 from tools import learning
 
@@ -186,7 +187,7 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     copy_gpt2_into_ours(gpt2, ours)
     ids = torch.randint(4, 97, (3, 20))
     ids[1, 12:] = 0  # right padding
-    ours_loss = ours(ids, labels=ids, return_logits=False)["loss"]  # the fused loss the trainer uses
+    ours_loss = training_loss(ours, {"input_ids": ids, "labels": ids})["loss"]  # the trainer's fused loss
     gpt2_loss = gpt2(input_ids=ids, attention_mask=ids != 0, labels=ids.masked_fill(ids == 0, -100)).loss
     (ours_loss + gpt2_loss).backward()
     torch.testing.assert_close(ours_loss, gpt2_loss)

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.model import loss as loss_module
-from reftx_lib.model.loss import cross_entropy, fused_head_cross_entropy
+from reftx_lib.model.transformer import cross_entropy
+from reftx_lib.train import loss as loss_module
+from reftx_lib.train.loss import fused_head_cross_entropy, training_loss
 
 V = 50
 TINY = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
@@ -76,23 +77,20 @@ def test_no_counted_label_gives_nan_on_both_paths():
 
 @pytest.mark.parametrize("cls", MODELS)
 def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradients(cls, monkeypatch):
-    """forward(return_logits=False) on CPU fuses head and loss: same loss and gradients for every
-    parameter."""
+    """training_loss on CPU fuses head and loss: the loss and every gradient of forward(labels=...)."""
     monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", 4 * V * 4)  # chunks of d_model = 32 rows: several
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr(
-        "reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a)
-    )
+    monkeypatch.setattr(loss_module, "fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     model = cls(**TINY).train()
     ids = packed_batch()
     results = []
-    for return_logits in (True, False):
+    for fused in (False, True):
         model.zero_grad(set_to_none=True)
-        out = model(ids, labels=ids, return_logits=return_logits)
+        out = training_loss(model, {"input_ids": ids, "labels": ids}) if fused else model(ids, labels=ids)
         out["loss"].backward()
-        assert ("logits" in out) == return_logits
+        assert ("logits" in out) != fused
         results.append(
             (
                 out["loss"].detach(),
@@ -100,7 +98,7 @@ def test_training_without_logits_takes_the_fused_path_and_gives_the_same_gradien
                 {n: p.grad.clone() for n, p in model.named_parameters()},
             )
         )
-    assert len(calls) == 1, "return_logits=False on CPU must use the fused loss"
+    assert len(calls) == 1, "training_loss on CPU must use the fused loss"
     (plain_loss, plain_n, plain_grads), (fused_loss, fused_n, fused_grads) = results
     torch.testing.assert_close(fused_loss, plain_loss)
     assert fused_n == plain_n
@@ -112,24 +110,23 @@ def test_plain_path_without_gradients_or_under_autocast(monkeypatch):
     """Evaluation (no_grad) and autocast keep the plain loss: the fused one is for float32 training only."""
     calls = []
     real = loss_module.fused_head_cross_entropy
-    monkeypatch.setattr(
-        "reftx_lib.model.transformer.fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a)
-    )
+    monkeypatch.setattr(loss_module, "fused_head_cross_entropy", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     model = ReferenceDecoderOnly(**TINY)
     ids = packed_batch()
+    inputs = {"input_ids": ids, "labels": ids}
     with torch.no_grad():
-        no_grad = model(ids, labels=ids, return_logits=False)["loss"]
+        no_grad = training_loss(model, inputs)["loss"]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(ids, labels=ids, return_logits=False)
+        training_loss(model, inputs)
     assert calls == []
     torch.testing.assert_close(no_grad, model(ids, labels=ids)["loss"].detach())
 
 
-def test_return_logits_false_needs_labels():
+def test_training_loss_needs_labels():
     model = ReferenceDecoderOnly(**TINY)
-    with pytest.raises(ValueError, match="return_logits=False only makes sense with labels"):
-        model(packed_batch(), return_logits=False)
+    with pytest.raises(ValueError, match="training_loss needs labels"):
+        training_loss(model, {"input_ids": packed_batch()})
 
 
 def test_fused_loss_gradients_survive_a_retained_graph():

@@ -1,20 +1,30 @@
 """The prefix LM on tiny configurations: bidirectional over the source, causal after it, scored like the
 encoder-decoder, and generating the same with and without a KV cache."""
 
+import hashlib
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
-from reftx_lib import ReferenceDecoderOnly, ReferencePrefixLM, ReferenceTransformer
+from course.accounting import num_parameters
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.model.layers import prefix_lm_mask
-from reftx_lib.train.checkpoint import MODEL_CLASSES
+from reftx_lib.model.packing import check_batch
+from reftx_lib.train.checkpoint import FORMAT, _weights_digest, from_pretrained, load_model, save_pretrained
+from reftx_lib.train.step import counted_targets, training_inputs
 
 V = 50  # ids 4.. are ordinary tokens, 0-3 are <pad> <bos> <eos> <sep>
 TINY = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
+PREFIX_LM = "prefix LM"  # the decoder-only model with prefix_lm=True
 
 
-def make(cls=ReferencePrefixLM, seed=0):
+def make(cls=PREFIX_LM, seed=0):
     torch.manual_seed(seed)
+    if cls == PREFIX_LM:
+        return ReferenceDecoderOnly(**TINY, prefix_lm=True).eval()
     return cls(**TINY).eval()
 
 
@@ -62,17 +72,41 @@ def test_loss_counts_exactly_the_tokens_after_sep_like_the_encoder_decoder():
         for k in range(start, start + len(t) + 1):  # target tokens and EOS
             want.append(F.cross_entropy(logits[b, k - 1], ids[b, k], reduction="none"))
     assert float(out["loss"]) == pytest.approx(float(torch.stack(want).mean()), abs=1e-5)
-    assert model.counted_targets(ids) == len(want)
+    assert counted_targets(model, ids) == len(want)
     packed = torch.tensor([[*s, 3, *t, 2] + [0] * (8 - len(s) - len(t)) for s, t in zip(SRC, TGT)])
-    assert model.counted_targets(ids) == make(ReferenceTransformer).counted_targets(packed)
+    assert counted_targets(model, ids) == counted_targets(make(ReferenceTransformer), packed)
+    # any decoder-only model reads rows as a prefix LM when given each row's prefix length
+    with torch.no_grad():
+        plain = make(ReferenceDecoderOnly)(ids, labels=ids, prefix_len=torch.tensor([6, 4]))
+    assert float(plain["loss"]) == pytest.approx(float(out["loss"]), abs=1e-6)
 
 
-def test_same_parameters_as_the_decoder_only_model_and_checkpoints_know_it():
-    assert make().num_parameters() == make(ReferenceDecoderOnly).num_parameters()
+def test_same_parameters_as_the_decoder_only_model_and_checkpoints_know_it(tmp_path):
+    assert num_parameters(make()) == num_parameters(make(ReferenceDecoderOnly))
     model = make()
-    assert MODEL_CLASSES[type(model).__name__] is ReferencePrefixLM
+    save_pretrained(model, tmp_path)
+    assert from_pretrained(tmp_path).config.prefix_lm  # a checkpoint rebuilds it as a prefix LM
     twin = make(ReferenceDecoderOnly)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))  # same init
+
+
+def test_a_checkpoint_of_the_old_prefix_lm_class_loads_as_the_prefix_lm(tmp_path):
+    """Before issue 28 the prefix LM was a class of its own (``ReferencePrefixLM``), its config had no
+    ``prefix_lm`` and its layer norms sat in residual wrappers (``self_block.norm``, ``ffn_block.norm``)."""
+    model = make()
+    old = {k: k.replace("_norm.", "_block.norm.") for k in model.state_dict()}  # today's name -> the old one
+    config = {k: v for k, v in model.config.to_dict().items() if k != "prefix_lm"} | {"norm_first": True}
+    state = io.BytesIO()
+    torch.save({"format": FORMAT, "model_class": "ReferencePrefixLM", "model_config": config}, state)
+    (tmp_path / "old.pt").write_bytes(state.getvalue())
+    header = {"format": FORMAT, "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
+    header["weights_sha256"] = _weights_digest(model, old)  # over the names it was saved under
+    weights = {old[k]: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
+    save_file(weights, tmp_path / "old.safetensors", header)
+    loaded = load_model(tmp_path / "old.pt")
+    assert type(loaded) is ReferenceDecoderOnly and loaded.config == model.config
+    ids = rows(SRC, TGT)
+    torch.testing.assert_close(loaded.eval()(ids)["logits"], model(ids)["logits"])
 
 
 @pytest.mark.parametrize("beams", [1, 3])
@@ -98,6 +132,6 @@ def test_rows_without_sep_are_refused_with_the_layout_to_use():
     model = make()
     ids = torch.tensor([[1, 5, 6, 7, 2]])
     with pytest.raises(ValueError, match="no SEP token.*layout 'prefix'"):
-        model(ids, labels=ids)
+        check_batch(model, ids, labels=ids)
     with pytest.raises(ValueError, match="no SEP token"):
-        model.training_inputs(ids)
+        training_inputs(model, ids)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from course.accounting import flops_per_token
 from course.scaling import (
     fit_gain_per_doubling,
     fit_power_law,
@@ -100,7 +101,7 @@ def test_gain_per_doubling_averages_replicates_and_matches_the_law():
 
 def test_training_flops_is_per_token_times_tokens():
     model = ReferenceTransformer(vocab_size=50, d_model=32, n_layers=1, n_heads=2)  # tiny: d 32, 1 layer
-    per_token = model.flops_per_token(src_len=20, tgt_len=5)
+    per_token = flops_per_token(model, src_len=20, tgt_len=5)
     assert training_flops(model, 1000, 20.2, 4.8) == pytest.approx(per_token * 1000)
     with pytest.raises(ValueError):
         training_flops(model, -1, 20, 5)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, load_tokenizer, tokenizer_info, train_bpe
+from course.data_stats import tokenizer_info
+from reftx_lib.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SEP_ID, load_tokenizer, train_bpe
 
 TEXTS = [
     "Amanda: I baked cookies. Do you want some?\nJerry: Sure!",

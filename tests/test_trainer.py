@@ -7,19 +7,19 @@ import random
 import pytest
 import torch
 
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.train.checkpoint import kept_steps, load_checkpoint, load_model
-from reftx_lib.train.evaluation import (
-    compute_rouge,
-    evaluate_loss,
+from course.evaluation import (
+    kept_steps,
     longest_3,
-    perplexity,
     rouge_trend,
     source_ablation,
     summary_diversity,
     unigram_loss,
 )
-from reftx_lib.train.trainer import TrainConfig, lr_lambda, train
+from course.report import curve, flattened, last_quarter_improvement, steady_step_seconds
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.train.checkpoint import load_checkpoint, load_model
+from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, perplexity
+from reftx_lib.train.trainer import History, TrainConfig, lr_lambda, train
 
 V = 40
 TINY = dict(vocab_size=V, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.1, max_len=64)
@@ -151,7 +151,8 @@ def poison_losses_after(model, monkeypatch, good_steps: int) -> None:
         out = forward(*a, **kw)
         calls["n"] += model.training
         if model.training and calls["n"] > good_steps:
-            out["loss"] = out["loss"] * float("nan")
+            key = "loss" if "loss" in out else "hidden"  # the trainer applies the head itself (head=False)
+            out[key] = out[key] * float("nan")
         return out
 
     monkeypatch.setattr(model, "forward", poisoned)
@@ -311,13 +312,11 @@ def test_unigram_loss_is_the_smoothed_frequency_model():
 
 
 def test_steady_step_seconds_ignores_warm_up_and_bursts():
-    from reftx_lib.train.trainer import History
-
     times = [5.0] + [1.0] * 18 + [9.0]  # a slow first step, a burst of load at the end
     history = History({"wall_time": t} for t in itertools.accumulate(times))
-    assert history.steady_step_seconds() == 1.0
+    assert steady_step_seconds(history) == 1.0
     with pytest.raises(ValueError, match="train longer"):
-        History([{"wall_time": 1.0}]).steady_step_seconds()
+        steady_step_seconds(History([{"wall_time": 1.0}]))
 
 
 def test_source_ablation_sees_whether_the_target_depends_on_the_source():
@@ -340,14 +339,12 @@ def test_longest_3_keeps_dialogue_order():
 
 
 def test_last_quarter_improvement_marks_curves_that_have_not_flattened():
-    from reftx_lib.train.trainer import History
-
     def history(losses):
         return History({"step": 100 * (i + 1), "val_loss": v} for i, v in enumerate(losses))
 
     still = history([6.0, 5.0, 4.5, 4.0])  # at step 300 (3/4 of 400): 4.5, then 4.0
     flat = history([6.0, 5.0, 4.05, 4.0])
-    assert still.last_quarter_improvement() == pytest.approx(0.5 / 4.5)
-    assert flat.curve() == [[100, 6.0], [200, 5.0], [300, 4.05], [400, 4.0]]
-    assert flat.flattened() and not still.flattened()
-    assert math.isnan(history([5.0]).last_quarter_improvement())  # no evaluation before the last quarter
+    assert last_quarter_improvement(still) == pytest.approx(0.5 / 4.5)
+    assert curve(flat) == [[100, 6.0], [200, 5.0], [300, 4.05], [400, 4.0]]
+    assert flattened(flat) and not flattened(still)
+    assert math.isnan(last_quarter_improvement(history([5.0])))  # no evaluation before the last quarter

@@ -37,17 +37,17 @@ def pairs(model, dec, part):
             enc = model.encoder_layers[i]
             out += [
                 (enc.self_attn, src.self_attn),
-                (enc.attn_block, src.self_block),
+                (enc.self_norm, src.self_norm),
                 (enc.ffn, src.ffn),
-                (enc.ffn_block, src.ffn_block),
+                (enc.ffn_norm, src.ffn_norm),
             ]
         else:
             dst = model.decoder_layers[i]
             out += [
                 (dst.self_attn, src.self_attn),
-                (dst.self_block, src.self_block),
+                (dst.self_norm, src.self_norm),
                 (dst.ffn, src.ffn),
-                (dst.ffn_block, src.ffn_block),
+                (dst.ffn_norm, src.ffn_norm),
             ]
     out.append((model.encoder_norm if part == "encoder" else model.decoder_norm, dec.norm))
     return out
@@ -88,7 +88,7 @@ def test_copied_weights_are_identical():
     assert torch.equal(model.embed.weight, dec.embed.weight)
     assert model.lm_head.weight is model.embed.weight  # the tied head follows the embedding
     for layer, src in zip(model.decoder_layers, dec.layers):  # cross-attention from self-attention
-        assert_copied([(layer.cross_attn, src.self_attn), (layer.cross_block, src.self_block)])
+        assert_copied([(layer.cross_attn, src.self_attn), (layer.cross_norm, src.self_norm)])
 
 
 def test_random_cross_attention_differs_from_self_attention_and_is_fresh():

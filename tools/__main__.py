@@ -6,7 +6,7 @@ next to the closest ``transformers`` model of identical shape (a peer,
 the rows and their table are ``tools.speed``'s.
 
 By default (``--malloc-trim auto``) glibc is stopped from handing freed heap memory
-back to the OS for the whole run, both sides alike (``reftx_lib.train.device.keep_freed_cpu_memory``).
+back to the OS for the whole run, both sides alike (``tools.machine.keep_freed_cpu_memory``).
 With glibc's trimming a CPU step takes page faults for memory that the step before it
 freed, and as the sides alternate that step was often the other model's: how many faults
 a side is charged depends on the heap layout the other side left, not on its own code.
@@ -34,7 +34,8 @@ from collections.abc import Iterator
 import torch
 
 from reftx_lib.model.config import MODEL_PRESETS
-from reftx_lib.train.device import keep_freed_cpu_memory, resolve_device
+from reftx_lib.train.device import resolve_device
+from tools.machine import keep_freed_cpu_memory
 from tools.peers import ARCHITECTURES
 from tools.speed import format_table, generation_rows, real_data_row, train_row
 
@@ -97,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("auto", "on", "off"),
         default="auto",
         help="off: glibc keeps freed CPU heap memory, so a step takes no page faults that depend on "
-        "what the other side freed before it (reftx_lib.train.device.keep_freed_cpu_memory); on: "
+        "what the other side freed before it (tools.machine.keep_freed_cpu_memory); on: "
         "glibc's default trimming, as in a user's training; auto (default): off where the C "
         "library has mallopt, else on",
     )

@@ -57,6 +57,8 @@ from reftx_lib.data.batching import pad_batch
 from reftx_lib.model import packing
 from reftx_lib.model.config import MODEL_PRESETS
 from reftx_lib.model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.train.loss import training_loss
+from reftx_lib.train.step import training_inputs
 from tools.peers import copy_gpt2_into_ours
 
 CORPORA = ("textbooks", "samsum", "tinystories")
@@ -213,14 +215,14 @@ def ours(
         return Side(
             name,
             model,
-            lambda b: model(b.ids, labels=b.ids, check_ids=False, return_logits=False)["loss"],
-            lambda b: model(b.ids, check_ids=False)["logits"],
+            lambda b: training_loss(model, {"input_ids": b.ids, "labels": b.ids})["loss"],
+            lambda b: model(b.ids)["logits"],
         )
     return Side(
         name,
         model,
-        lambda b: model(**model.training_inputs(b.ids), check_ids=False, return_logits=False)["loss"],
-        lambda b: model(src_ids=b.src, tgt_ids=b.targets.clamp(min=0), check_ids=False)["logits"],
+        lambda b: training_loss(model, training_inputs(model, b.ids))["loss"],
+        lambda b: model(src_ids=b.src, tgt_ids=b.targets.clamp(min=0))["logits"],
     )
 
 
@@ -286,8 +288,9 @@ def train_side(
     """
     from tqdm.auto import tqdm
 
+    from reftx_lib.train.checkpoint import OPTIMIZER_FIELDS
     from reftx_lib.train.step import training_step
-    from reftx_lib.train.trainer import OPTIMIZER_FIELDS, TrainConfig, lr_lambda, make_optimizer
+    from reftx_lib.train.trainer import TrainConfig, lr_lambda, make_optimizer
 
     config = TrainConfig(max_steps=setup.steps, **{name: getattr(setup, name) for name in OPTIMIZER_FIELDS})
     optimizer = make_optimizer(side.model, config, torch.device("cpu"))

@@ -12,8 +12,8 @@ and optimizer (AdamW, fused on CUDA). The peers have a few extra parameters
 (learned position embeddings; MBart's embedding LayerNorms), reported as
 ``params`` / ``peer_params``. Each side trains through its own ordinary
 training call: the peers' ``model(..., labels=...)``, and ours
-``forward(..., return_logits=False)`` as ``reftx_lib.train.trainer`` calls it, which
-on a CPU in eager mode fuses the output head with the loss (``reftx_lib.model.loss``).
+``training_loss`` as ``reftx_lib.train.trainer`` calls it, which
+on a CPU in eager mode fuses the output head with the loss (``reftx_lib.train.loss``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from torch import nn
 from reftx_lib.constants import BOS_ID, EOS_ID, PAD_ID
 from reftx_lib.model.config import MODEL_PRESETS
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib.train.loss import training_loss
 
 VOCAB_SIZE = 8192
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
@@ -113,7 +114,7 @@ def build_pair(
         ours = Side(
             "ReferenceDecoderOnly",
             _ours(ReferenceDecoderOnly, size, n_positions),
-            lambda m: m(ids, labels=ids, return_logits=False)["loss"],
+            lambda m: training_loss(m, {"input_ids": ids, "labels": ids})["loss"],
             lambda m, prompt: m.generate(prompt, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
@@ -135,7 +136,7 @@ def build_pair(
         ours = Side(
             "ReferenceTransformer",
             _ours(ReferenceTransformer, size, n_positions),
-            lambda m: m(src_ids=src, tgt_ids=tgt, labels=tgt, return_logits=False)["loss"],
+            lambda m: training_loss(m, {"src_ids": src, "tgt_ids": tgt, "labels": tgt})["loss"],
             lambda m, source: m.generate(source, max_new_tokens=new_tokens, use_cache=True),
         )
         peer = Side(
@@ -187,10 +188,10 @@ def gpt2_pairs(gpt2: nn.Module, ours: nn.Module) -> list[tuple[nn.Parameter, nn.
         modules |= {
             f"layers.{i}.self_attn.in_proj": block.attn.c_attn,
             f"layers.{i}.self_attn.out_proj": block.attn.c_proj,
-            f"layers.{i}.self_block.norm": block.ln_1,
+            f"layers.{i}.self_norm": block.ln_1,
             f"layers.{i}.ffn.fc1": block.mlp.c_fc,
             f"layers.{i}.ffn.fc2": block.mlp.c_proj,
-            f"layers.{i}.ffn_block.norm": block.ln_2,
+            f"layers.{i}.ffn_norm": block.ln_2,
         }
     pairs = []
     for name, theirs in modules.items():

@@ -29,6 +29,7 @@ import statistics
 import torch
 from torch import nn
 
+from course.accounting import flops_per_token
 from reftx_lib.constants import SEP_ID
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.train.device import cpu_model
@@ -101,9 +102,9 @@ def train_row(arch: str, size: str, mode: str, args: argparse.Namespace, device:
     input_tokens = b * t  # decoder-only: B*T; encoder-decoder: B*(S+T) = B*T
     supervised = b * (t - 1) if arch == "decoder-only" else b * tgt_len
     step_flops = (
-        ours.model.flops_per_token(t) * b * t
+        flops_per_token(ours.model, t) * b * t
         if arch == "decoder-only"
-        else ours.model.flops_per_token(src_len=src_len, tgt_len=tgt_len) * b * tgt_len
+        else flops_per_token(ours.model, src_len=src_len, tgt_len=tgt_len) * b * tgt_len
     )
     mine, theirs = result
     for prefix, r in (("", mine), ("peer_", theirs)):

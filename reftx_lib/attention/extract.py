@@ -1,20 +1,12 @@
-"""Extraction: run a model on examples and keep every attention map as an ``AttentionRecord``.
+"""Run a model on examples and keep every attention map: ``extract_attention`` gives one example's
+``AttentionRecord``, ``forward_batch`` a padded batch for statistics over a dataset.
 
-Convention everywhere in this package: **rows are queries, columns are keys**. A matrix ``A`` of one
-head has ``A[i, j]`` = how much query position ``i`` reads key position ``j``, and each row sums to 1.
-Three kinds exist: ``encoder`` (source reads source), ``decoder`` (causal; the decoder reads its own
-inputs) and ``cross`` (rows are target positions, columns source tokens). The decoder-only model has
-only ``decoder``.
-
-``extract_attention`` gives one example's ``AttentionRecord``, padding cut away and tokens labelled;
-``forward_batch`` runs many examples as one padded batch, for statistics over a dataset that never
-need the per-example records.
+**Rows are queries, columns are keys**: ``A[i, j]`` is how much query ``i`` reads key ``j``; rows sum to 1.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,28 +14,22 @@ import torch
 from torch import nn
 
 from ..data.batching import pad_batch
+from ..model.packing import split_packed_row
 from ..model.transformer import ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
-# Which token sequence labels the rows / columns of each kind, and the model output that holds it.
-_AXES = {"encoder": ("source", "source"), "decoder": ("decoder", "decoder"), "cross": ("decoder", "source")}
+# The model output that holds each kind.
 _OUTPUT_KEYS = {"encoder": "encoder_attentions", "decoder": "decoder_attentions", "cross": "cross_attentions"}
 
 
 @dataclass
 class AttentionRecord:
-    """The attention of one example, padding removed, as numpy arrays.
+    """The attention of one example, padding removed: ``attentions[kind]`` is (layers, heads, T_query, T_key).
 
-    ``attentions[kind]`` has shape (layers, heads, T_query, T_key); every row sums to 1:
-
-    * ``encoder``: rows and columns are the source tokens;
-    * ``decoder``: rows and columns are the decoder *inputs*: ``[BOS] + target[:-1]`` for the
-      encoder-decoder (row i predicts ``target[i]``), the ids themselves for the decoder-only
-      model. Causal: row i only sees columns 0..i;
-    * ``cross``: rows are the decoder inputs (target positions), columns the source tokens.
-
-    Token ids are kept next to their labels so statistics (e.g. the mass on chosen source tokens)
-    can be computed later without the model.
+    ``encoder``: source x source; ``decoder`` (causal): decoder inputs x decoder inputs, i.e.
+    ``[BOS] + target[:-1]`` for the encoder-decoder (row i predicts ``target[i]``), the ids themselves
+    for the decoder-only model; ``cross``: decoder inputs x source. Ids are kept next to their labels
+    so statistics can be computed later without the model.
     """
 
     attentions: dict[str, np.ndarray]
@@ -66,12 +52,12 @@ class AttentionRecord:
     def query_labels(self, kind: str) -> list[str]:
         """Labels of the rows of ``attentions[kind]``."""
         self.attention(kind)
-        return self.source_tokens if _AXES[kind][0] == "source" else self.decoder_tokens
+        return self.source_tokens if kind == "encoder" else self.decoder_tokens
 
     def key_labels(self, kind: str) -> list[str]:
         """Labels of the columns of ``attentions[kind]``."""
         self.attention(kind)
-        return self.source_tokens if _AXES[kind][1] == "source" else self.decoder_tokens
+        return self.decoder_tokens if kind == "decoder" else self.source_tokens
 
     def matrix(self, kind: str, layer: int, head: int | None = None) -> np.ndarray:
         """One (T_query, T_key) matrix; ``head=None`` averages the heads (rows still sum to 1)."""
@@ -86,11 +72,7 @@ class AttentionRecord:
 
 
 def token_labels(ids: Sequence[int], tokenizer) -> list[str]:
-    """Readable label of each token: decoded alone, spaces as ``▁``, newlines as ``\\n``.
-
-    Decoding token by token (not the raw BPE strings with ``Ġ``/``Ċ``) shows students the text a
-    token stands for; a token holding half of a multi-byte character shows ``�``.
-    """
+    """Each token decoded alone (spaces ``▁``, newlines ``\\n``): the text it stands for, not BPE's ``Ġ``."""
     escapes = str.maketrans({" ": "▁", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
     return [tokenizer.decode([int(i)]).translate(escapes) for i in ids]
 
@@ -112,11 +94,7 @@ def _strip_pad(ids: list[int], pad: int) -> list[int]:
 
 
 def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int]]:
-    """One example -> (source ids or None, target ids / decoder-only ids), trailing padding removed.
-
-    Accepts a packed row ``source + [SEP] + target`` (list, tensor, or dataset row with
-    ``input_ids``), or a ``(source, target)`` pair for the encoder-decoder.
-    """
+    """One example (packed row or ``(source, target)`` pair) -> (source ids or None, target ids), unpadded."""
     pad = model.config.pad_token_id
     encdec = isinstance(model, ReferenceTransformer)
     if isinstance(example, tuple) and len(example) == 2 and not np.isscalar(example[0]):
@@ -129,24 +107,12 @@ def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int
         ids = _strip_pad(as_ids(example), pad)
         if not encdec:
             return None, ids
-        src, tgt = model.split_packed_row(ids)
+        src, tgt = split_packed_row(ids, model.config.sep_token_id)
     if not src or not tgt:
         raise ValueError(
             f"need a non-empty source and target, got {len(src)} source and {len(tgt)} target tokens"
         )
     return src, tgt
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate without dropout, then give the model back in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 @dataclass
@@ -161,37 +127,36 @@ class AttentionBatch:
 
 
 def forward_batch(model: nn.Module, examples: Sequence) -> AttentionBatch:
-    """Run ``examples`` (anything ``extract_attention`` accepts) as one padded batch.
-
-    One forward pass for many examples is what makes statistics over a dataset affordable; the
-    padded rows and columns are zeros, and ``lengths`` says where each example's attention ends.
-    """
+    """Run ``examples`` as one padded batch: affordable statistics over a dataset (padding is zeros)."""
     pad = model.config.pad_token_id
     src, tgt = zip(*(split_example(model, ex) for ex in examples))
     src, tgt = list(src), list(tgt)
     t_len = torch.tensor([len(t) for t in tgt])
-    with _eval_mode(model):
-        if isinstance(model, ReferenceTransformer):
-            tgt_ids = pad_batch(tgt, pad)  # (B, T)
-            out = model(src_ids=pad_batch(src, pad), tgt_ids=tgt_ids, return_attention=True)
-            dec = [row[: len(t)] for row, t in zip(model.shift_right(tgt_ids).tolist(), tgt)]
-            s_len = torch.tensor([len(s) for s in src])
-            lengths = {"encoder": (s_len, s_len), "decoder": (t_len, t_len), "cross": (t_len, s_len)}
-        else:
-            src, dec, tgt = None, tgt, None
-            out = {"decoder_attentions": model(pad_batch(dec, pad), return_attention=True)["attentions"]}
-            lengths = {"decoder": (t_len, t_len)}
+    was_training = model.training
+    model.eval()  # no dropout; the model goes back in the mode it came in
+    try:
+        with torch.inference_mode():
+            if isinstance(model, ReferenceTransformer):
+                tgt_ids = pad_batch(tgt, pad)  # (B, T)
+                out = model(src_ids=pad_batch(src, pad), tgt_ids=tgt_ids, return_attention=True)
+                dec = [row[: len(t)] for row, t in zip(model.shift_right(tgt_ids).tolist(), tgt)]
+                s_len = torch.tensor([len(s) for s in src])
+                lengths = {"encoder": (s_len, s_len), "decoder": (t_len, t_len), "cross": (t_len, s_len)}
+            else:
+                src, dec, tgt = None, tgt, None
+                out = {"decoder_attentions": model(pad_batch(dec, pad), return_attention=True)["attentions"]}
+                lengths = {"decoder": (t_len, t_len)}
+    finally:
+        model.train(was_training)
     attentions = {k: torch.stack(out[_OUTPUT_KEYS[k]], dim=1).float() for k in lengths}  # (B, L, H, Tq, Tk)
     return AttentionBatch(attentions, lengths, src, tgt, dec)
 
 
 def extract_attention(model: nn.Module, example, tokenizer) -> AttentionRecord:
-    """Attention of every layer and head for ONE example, padding removed.
+    """Attention of every layer and head for ONE example, labelled, to look at or plot.
 
-    ``example`` is a packed row ``source + [SEP] + target`` (list, 1-D or (1, L) tensor, or a
-    dataset row with ``input_ids``), a ``(source_ids, target_ids)`` pair, or for the decoder-only
-    model a plain id sequence. Trailing padding is ignored. See ``AttentionRecord`` for what the
-    rows and columns of each kind are.
+    ``example``: a packed row ``source + [SEP] + target`` (list, tensor or dataset row), a
+    ``(source_ids, target_ids)`` pair, or for the decoder-only model an id sequence; padding is ignored.
     """
     batch = forward_batch(model, [example])
     src = None if batch.source_ids is None else batch.source_ids[0]

@@ -1,8 +1,8 @@
 """Padding and token-budget batching for variable-length rows.
 
-A fixed number of rows per batch wastes memory on padding when lengths vary (SAMSum
-dialogues run from 10 to 1000+ tokens). Batching by a token budget, with rows of similar
-length grouped together, keeps every batch the same size in memory and padding low.
+A fixed number of rows per batch wastes memory on padding when lengths vary (SAMSum dialogues run
+from 10 to 1000+ tokens); a token budget over rows of similar length keeps batches the same size in
+memory and padding low.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ import torch
 
 from ..constants import PAD_ID
 
-DEFAULT_POOL_SIZE = 1024  # examples sorted together when shuffling
-
 
 def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.LongTensor:
-    """Right-pad ``seqs`` into one (B, T_max) LongTensor.
-
-    Right padding keeps position 0 at the first real token, which is what causal
-    masks and learned position embeddings expect.
-    """
+    """Right-pad ``seqs`` into one (B, T_max) LongTensor: position 0 stays the first real token, as
+    causal masks and learned position embeddings expect."""
     if not seqs:
         raise ValueError("pad_batch got an empty list of sequences; pass at least one")
     batch = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)  # (B, T_max)
@@ -33,9 +28,7 @@ def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.LongTensor:
 
 def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Greedily cut ``order`` into batches whose padded size stays within ``max_tokens``."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
+    batches, current, longest = [], [], 0
     for idx in order:
         new_longest = max(longest, lengths[idx])
         if current and (len(current) + 1) * new_longest > max_tokens:
@@ -49,19 +42,14 @@ def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[lis
 
 
 def token_budget_batches(
-    lengths: Sequence[int], max_tokens: int, shuffle: bool, seed: int, pool_size: int = DEFAULT_POOL_SIZE
+    lengths: Sequence[int], max_tokens: int, shuffle: bool, seed: int, pool_size: int = 1024
 ) -> list[list[int]]:
     """Group example indices into batches with ``len(batch) * max_len(batch) <= max_tokens``.
 
-    With ``shuffle=False`` (evaluation) all examples are sorted by length, which gives
-    the least padding. With ``shuffle=True`` (training) the indices are shuffled, sorted
-    within pools of ``pool_size`` examples (bucketing: low padding while keeping the
-    order random), and the batch order is shuffled again; the same ``seed`` always gives
-    the same batches. Every index appears in exactly one batch.
-
-    An example longer than ``max_tokens`` raises ValueError rather than getting an
-    over-budget batch of its own: the budget is meant as a hard memory limit, so the
-    caller should raise ``max_tokens`` or truncate that example.
+    ``shuffle=False`` (evaluation) sorts all examples by length, for the least padding;
+    ``shuffle=True`` (training) shuffles with ``seed``, sorts within pools of ``pool_size``
+    (bucketing) and shuffles the batches. The budget is a hard memory limit, so an example longer
+    than ``max_tokens`` is an error, not an over-budget batch.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
@@ -83,13 +71,3 @@ def token_budget_batches(
         batches += _pack(sorted(order[start : start + pool_size], key=by_length), lengths, max_tokens)
     rng.shuffle(batches)
     return batches
-
-
-def padding_waste(batches: list[list[int]], lengths: Sequence[int]) -> float:
-    """Return the fraction of padded positions that are padding (0 = no waste).
-
-    Measures how well a batching strategy suits a dataset's length distribution.
-    """
-    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
-    real = sum(lengths[i] for b in batches for i in b)
-    return (padded - real) / padded if padded else 0.0

@@ -1,9 +1,8 @@
 """The course corpora as Hugging Face ``DatasetDict``s with train/validation/test splits.
 
-Every corpus is looked up in local folders first (``paths.data_search_path``), then on
-the Hugging Face Hub unless ``HF_HUB_OFFLINE=1``. All cleaning goes through
-``datasets.map``/``filter`` so results are cached, and every dropped record is logged
-with a count: nothing disappears silently.
+Each corpus is looked up in local folders first (``paths.data_search_path``), then on the Hugging Face
+Hub unless ``HF_HUB_OFFLINE=1``. Cleaning goes through ``datasets.map``/``filter`` so it is cached, and
+every dropped record is logged with a count: nothing disappears silently.
 """
 
 from __future__ import annotations
@@ -13,16 +12,31 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
 from ..paths import cache_dir, data_search_path
 
 logger = logging.getLogger("reftx")
 _warned: set[str] = set()
+
+CORPORA = ("samsum", "textbooks", "tinystories")
+SPLITS = ("train", "validation", "test")
+# Files each corpus needs, relative to a data folder (SAMSum's in SPLITS order).
+LOCAL_FILES: dict[str, tuple[str, ...]] = {
+    "samsum": ("samsum/train.jsonl", "samsum/val.jsonl", "samsum/test.jsonl"),
+    "textbooks": ("library_of_phi/gpt4_textbook_chapters.jsonl",),
+    "tinystories": ("tinystories/tinystories_sample.jsonl",),
+}
+# The fields every record of a local file must hold as non-null strings.
+REQUIRED_FIELDS = {
+    "samsum": ("id", "dialogue", "summary"),
+    "textbooks": ("id", "text", "piece_type"),
+    "tinystories": ("text",),
+}
+_SECTION_START = re.compile(r"(?m)^(?=### )")  # zero-width: split *before* each "### " line
 
 
 def _warn_once(message: str) -> None:
@@ -32,39 +46,15 @@ def _warn_once(message: str) -> None:
         logger.warning(message)
 
 
-CORPORA = ("samsum", "textbooks", "tinystories")
-SPLITS = ("train", "validation", "test")
-
-# Files each corpus needs, relative to a data folder.
-LOCAL_FILES: dict[str, tuple[str, ...]] = {
-    "samsum": ("samsum/train.jsonl", "samsum/val.jsonl", "samsum/test.jsonl"),
-    "textbooks": ("library_of_phi/gpt4_textbook_chapters.jsonl",),
-    "tinystories": ("tinystories/tinystories_sample.jsonl",),
-}
-
-# The text fields every record of a local file must hold (as non-null strings).
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "samsum": ("id", "dialogue", "summary"),
-    "textbooks": ("id", "text", "piece_type"),
-    "tinystories": ("text",),
-}
-
-
-def _checked_file() -> Path:
-    return cache_dir() / "checked-data-files.json"  # "path|size|mtime" of every file that passed
-
-
 def check_jsonl(path: Path, fields: Sequence[str]) -> None:
     """Fail with the file, the line and the field when a local JSONL file cannot be used as it is.
 
-    ``datasets`` would report a malformed line as a ``DatasetGenerationError`` (the row only in a
-    log), a missing or null field as a ``TypeError`` deep inside the tokenizer, and an empty
-    file as an empty split. A file that passed is not read again until it changes (its size and
-    time are recorded in the cache folder).
+    ``datasets`` would report these deep inside the tokenizer or as an empty split. A file that passed
+    is not read again until its size or time changes (recorded in the cache folder).
     """
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    record_file = _checked_file()
+    record_file = cache_dir() / "checked-data-files.json"
     passed = set(json.loads(record_file.read_text())) if record_file.is_file() else set()
     if key in passed:
         return
@@ -74,31 +64,26 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
     records = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
+            where = f"{path}, line {number}:"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(
-                    f"{path}, line {number}: not UTF-8 (byte {exc.start}: "
-                    f"{raw[exc.start : exc.start + 4]!r}); {fix}"
-                ) from None
+                bad = raw[exc.start : exc.start + 4]
+                raise ValueError(f"{where} not UTF-8 (byte {exc.start}: {bad!r}); {fix}") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); {fix}"
-                ) from None
+                raise ValueError(f"{where} not valid JSON ({exc.msg} at column {exc.colno}); {fix}") from None
             if not isinstance(record, dict):
-                raise ValueError(
-                    f"{path}, line {number}: a JSON {type(record).__name__}, not an object; {fix}"
-                )
+                raise ValueError(f"{where} a JSON {type(record).__name__}, not an object; {fix}")
             for name in fields:
                 if not isinstance(record.get(name), str):
                     problem = (
                         "is missing" if name not in record else f"is {json.dumps(record[name])}, not a string"
                     )
-                    raise ValueError(f"{path}, line {number}: field {name!r} {problem}; {fix}")
+                    raise ValueError(f"{where} field {name!r} {problem}; {fix}")
             records += 1
     if records == 0:
         raise ValueError(f"{path} holds no records, so its split would be empty; {fix}")
@@ -108,73 +93,39 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
     os.replace(tmp, record_file)
 
 
-_SECTION_START = re.compile(r"(?m)^(?=### )")  # zero-width: split *before* each "### " line
-
-
-def _datasets_cache() -> str:
-    return str(cache_dir() / "datasets")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hash_bucket(key: str) -> int:
-    """Map a key to a bucket in [0, 100) with sha256.
-
-    A content hash (not a random permutation) keeps splits identical on every machine
-    and stable when records are added or reordered.
-    """
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
-
-
 def split_of(key: str) -> str:
-    """Return the split (90/5/5 train/validation/test) a key's hash bucket falls in."""
-    bucket = hash_bucket(key)
+    """The split (90/5/5 train/validation/test) of a key's sha256 bucket in [0, 100).
+
+    A content hash (not a random permutation) keeps splits identical on every machine and stable
+    when records are added or reordered.
+    """
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
     return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
 
 
 def _hash_split(ds: Dataset, key_column: str) -> DatasetDict:
-    """Split ``ds`` 90/5/5 by the hash of ``key_column`` (see ``split_of``)."""
     with_split = ds.map(lambda batch: {"_split": [split_of(k) for k in batch[key_column]]}, batched=True)
-    return DatasetDict(
-        {
-            name: with_split.filter(
-                lambda batch, name=name: [s == name for s in batch["_split"]], batched=True
-            ).remove_columns("_split")
-            for name in SPLITS
-        }
-    )
+    keep = lambda name: lambda batch: [s == name for s in batch["_split"]]  # noqa: E731
+    return DatasetDict({n: with_split.filter(keep(n), batched=True).remove_columns("_split") for n in SPLITS})
 
 
-# ----------------------------------------------------------------------------- samsum
+def _json(files: str | dict[str, str], **kwargs) -> Dataset | DatasetDict:
+    return load_dataset("json", data_files=files, cache_dir=str(cache_dir() / "datasets"), **kwargs)
 
 
-def _clean_samsum(dsd: DatasetDict) -> DatasetDict:
+def _clean_samsum(raw: DatasetDict) -> DatasetDict:
     """Normalise line endings and drop empty dialogues (logged by id)."""
-    dsd = dsd.map(
+    raw = raw.map(
         lambda batch: {"dialogue": [d.replace("\r\n", "\n") for d in batch["dialogue"]]}, batched=True
     )
     out = {}
-    for split, ds in dsd.items():
+    for split, ds in raw.items():
         empty = ds.filter(lambda batch: [not d.strip() for d in batch["dialogue"]], batched=True)
         if len(empty):
-            _warn_once(
-                f"samsum/{split}: dropped {len(empty)} record(s) with an empty dialogue, "
-                f"id(s) {', '.join(empty['id'])}"
-            )
+            ids = ", ".join(empty["id"])
+            _warn_once(f"samsum/{split}: dropped {len(empty)} record(s) with an empty dialogue, id(s) {ids}")
         out[split] = ds.filter(lambda batch: [bool(d.strip()) for d in batch["dialogue"]], batched=True)
     return DatasetDict(out)
-
-
-def _samsum_local(folder: Path) -> DatasetDict:
-    files = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
-    raw = load_dataset(
-        "json",
-        data_files={split: str(folder / "samsum" / f) for split, f in files.items()},
-        cache_dir=_datasets_cache(),
-    )
-    return _clean_samsum(raw)
 
 
 def _samsum_hub() -> DatasetDict:
@@ -184,15 +135,12 @@ def _samsum_hub() -> DatasetDict:
     return _clean_samsum(raw.select_columns(["id", "summary", "dialogue"]))
 
 
-# -------------------------------------------------------------------------- textbooks
-
-
 def split_sections(text: str) -> list[str]:
     """Split a Markdown chapter before every line that starts with ``### ``.
 
-    Library of Phi chapters are ~27K characters, far longer than a small model's
-    context, while its sections are a natural, self-contained document length. The text
-    before the first ``### `` is its own piece. Joining the pieces gives back ``text``.
+    Library of Phi chapters (~27K characters) are far longer than a small model's context, while
+    sections are a natural, self-contained length. The text before the first ``### `` is its own
+    piece; joining the pieces gives back ``text``.
     """
     return [piece for piece in _SECTION_START.split(text) if piece]
 
@@ -207,9 +155,7 @@ def _explode_sections(batch: dict[str, list]) -> dict[str, list]:
     return {"id": ids, "text": texts, "chapter_id": chapter_ids}
 
 
-def _textbooks_local(folder: Path) -> DatasetDict:
-    path = folder / LOCAL_FILES["textbooks"][0]
-    chapters = load_dataset("json", data_files=str(path), split="train", cache_dir=_datasets_cache())
+def _textbooks(chapters: Dataset) -> DatasetDict:
     n_all = len(chapters)
     chapters = chapters.filter(lambda batch: [t != "front_matter" for t in batch["piece_type"]], batched=True)
     logger.info("textbooks: dropped %d front-matter record(s) of %d", n_all - len(chapters), n_all)
@@ -222,8 +168,7 @@ def _textbooks_local(folder: Path) -> DatasetDict:
         len(sections),
         n_sections - len(sections),
     )
-    # Split by chapter so sections of one chapter never straddle train and test.
-    return _hash_split(sections, "chapter_id")
+    return _hash_split(sections, "chapter_id")  # by chapter: no chapter straddles train and test
 
 
 def _textbooks_hub() -> DatasetDict:
@@ -234,14 +179,10 @@ def _textbooks_hub() -> DatasetDict:
         with_indices=True,
         remove_columns=raw.column_names,
     )
-    raw = raw.add_column("chapter_id", raw["id"])
-    return _hash_split(raw, "text")
+    return _hash_split(raw.add_column("chapter_id", raw["id"]), "text")
 
 
-# ------------------------------------------------------------------------ tinystories
-
-
-def _stories_to_dsd(raw: Dataset) -> DatasetDict:
+def _stories(raw: Dataset) -> DatasetDict:
     raw = raw.map(
         lambda batch, idx: {"id": [f"ts-{i}" for i in idx], "text": [t.strip() for t in batch["text"]]},
         batched=True,
@@ -251,29 +192,22 @@ def _stories_to_dsd(raw: Dataset) -> DatasetDict:
     return _hash_split(raw, "text")
 
 
-def _tinystories_local(folder: Path) -> DatasetDict:
-    path = folder / LOCAL_FILES["tinystories"][0]
-    return _stories_to_dsd(
-        load_dataset("json", data_files=str(path), split="train", cache_dir=_datasets_cache())
-    )
-
-
-def _tinystories_hub() -> DatasetDict:
-    return _stories_to_dsd(load_dataset("roneneldan/TinyStories", split="train"))
-
-
-_LOADERS: dict[str, tuple[Callable[[Path], DatasetDict], Callable[[], DatasetDict]]] = {
-    "samsum": (_samsum_local, _samsum_hub),
-    "textbooks": (_textbooks_local, _textbooks_hub),
-    "tinystories": (_tinystories_local, _tinystories_hub),
+# name -> (load from the local files LOCAL_FILES[name], load from the Hub)
+_LOADERS = {
+    "samsum": (lambda files: _clean_samsum(_json(dict(zip(SPLITS, map(str, files))))), _samsum_hub),
+    "textbooks": (lambda files: _textbooks(_json(str(files[0]), split="train")), _textbooks_hub),
+    "tinystories": (
+        lambda files: _stories(_json(str(files[0]), split="train")),
+        lambda: _stories(load_dataset("roneneldan/TinyStories", split="train")),
+    ),
 }
 
 
 def load_corpus(name: str, search_path: list[Path] | None = None) -> DatasetDict:
     """Load corpus ``name`` with splits train/validation/test, from disk or the Hub.
 
-    Local folders come first because the course must run offline and the Hub copies
-    of some corpora have disappeared; the Hub is a fallback for users with internet.
+    Local folders come first because the course must run offline and the Hub copies of some corpora
+    have disappeared; the Hub is a fallback for users with internet.
     """
     if name not in CORPORA:
         raise ValueError(f"Unknown corpus {name!r}; choose one of {CORPORA}.")
@@ -286,15 +220,14 @@ def load_corpus(name: str, search_path: list[Path] | None = None) -> DatasetDict
             logger.info("%s: loading from %s", name, folder)
             for path in needed:
                 check_jsonl(path, REQUIRED_FIELDS[name])
-            return local_loader(folder)
+            return local_loader(needed)
         looked_for += needed
-
     listing = "\n".join(f"  - {p}" for p in looked_for)
     fix = (
         f"Fix: set REFTX_DATA_DIR to a folder holding {', '.join(LOCAL_FILES[name])} "
         "(see shared/data/SOURCES.md), or unset HF_HUB_OFFLINE and connect to the internet."
     )
-    if _hub_offline():
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().upper() in {"1", "ON", "YES", "TRUE"}:
         logger.warning("%s: no local copy found and HF_HUB_OFFLINE=1, so the Hub is skipped", name)
         raise FileNotFoundError(f"Corpus {name!r} not found. Looked for:\n{listing}\n{fix}")
     logger.warning("%s: no local copy found; trying the Hugging Face Hub", name)
@@ -305,52 +238,3 @@ def load_corpus(name: str, search_path: list[Path] | None = None) -> DatasetDict
             f"Corpus {name!r} not found locally and the Hub failed ({type(err).__name__}: {err}). "
             f"Looked for:\n{listing}\n{fix}"
         ) from err
-
-
-# ------------------------------------------------------------------------------ stats
-
-
-def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-
-
-def _summary(values: np.ndarray, prefix: str) -> dict[str, float | int]:
-    return {
-        f"{prefix}_total": int(values.sum()),
-        f"{prefix}_mean": float(values.mean()) if len(values) else 0.0,
-        f"{prefix}_median": float(np.median(values)) if len(values) else 0.0,
-        f"{prefix}_max": int(values.max()) if len(values) else 0,
-    }
-
-
-def token_lengths(ds: Dataset, tokenizer, field: str = "text") -> np.ndarray:
-    """Tokens per document of ``ds[field]``, through a cached ``map`` (histograms and statistics share it)."""
-    counts = ds.map(
-        lambda batch: {"n_tokens": [len(ids) for ids in _encode(tokenizer, batch[field])]},
-        batched=True,
-        remove_columns=ds.column_names,
-    )
-    return np.asarray(counts["n_tokens"][:], dtype=np.int64)
-
-
-def corpus_stats(
-    dsd: DatasetDict, tokenizer=None, text_fields: Sequence[str] | None = None
-) -> dict[str, dict[str, float | int]]:
-    """Return per-split sizes: documents, characters and (with a tokenizer) tokens.
-
-    Model and batch sizes should follow from how much text there is, so notebooks print
-    these numbers before training. ``text_fields`` defaults to ``("text",)`` or, for
-    SAMSum, ``("dialogue", "summary")``; each field gets its own ``<field>_chars_*``
-    and ``<field>_tokens_*`` entries (total, mean, median, max per document).
-    """
-    stats: dict[str, dict[str, float | int]] = {}
-    for split, ds in dsd.items():
-        fields = text_fields or (("text",) if "text" in ds.column_names else ("dialogue", "summary"))
-        row: dict[str, float | int] = {"documents": len(ds)}
-        for field in fields:
-            texts = ds[field][:]
-            row |= _summary(np.array([len(t) for t in texts], dtype=np.int64), f"{field}_chars")
-            if tokenizer is not None:
-                row |= _summary(token_lengths(ds, tokenizer, field), f"{field}_tokens")
-        stats[split] = row
-    return stats

@@ -13,10 +13,6 @@ from ..constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 POSITIONS = ("sinusoidal", "learned")
 INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
 
-# A config stored before the embedding fix (issue #14) has none of these fields; its model was
-# built the 2017 way, so it must be rebuilt that way (see ``ModelConfig.from_dict``).
-_BEFORE_EMBEDDING_FIX = dict(scale_embedding=True, position_scale=1.0)
-
 # The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
 # ``smoke`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks,
 # and a step between smoke and tiny for scaling ladders that must fit on a laptop.
@@ -49,7 +45,6 @@ class ModelConfig:
     bos_token_id: int = BOS_ID
     eos_token_id: int = EOS_ID
     sep_token_id: int = SEP_ID
-    norm_first: bool = True  # pre-LN: stable when training from scratch
     tie_embeddings: bool = True
     # The input embedding (``BaseLanguageModel._embed``). A pre-LN network never normalizes its
     # residual stream before the final LayerNorm, so what the embedding writes there must be as
@@ -62,6 +57,9 @@ class ModelConfig:
     # The two learn alike in ``python -m tools --learning``; see
     # ``results/bench/learning-cpu.json``.
     positions: str = "sinusoidal"
+    # A decoder-only model that reads each row up to its first SEP both ways and predicts only after it
+    # (``ReferenceDecoderOnly``): stored here, so a checkpoint rebuilds a prefix LM as one.
+    prefix_lm: bool = False
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -111,9 +109,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, stored: dict) -> ModelConfig:
-        """Rebuild a stored config (``to_dict``); one saved before the embedding fields existed keeps
-        the embedding it was trained with, so an old checkpoint still computes what it computed."""
-        return cls(**{**_BEFORE_EMBEDDING_FIX, **stored})
+        """Rebuild a stored config (``to_dict``). A config of an older reftx whose model this one would
+        build differently is refused with the fix (train again), never rebuilt into a silent mismatch."""
+        stored = dict(stored)
+        if "scale_embedding" not in stored or not stored.pop("norm_first", True):
+            raise ValueError(
+                "this model config was stored by an older reftx (before the embedding fix of issue 14, "
+                "or post-LN with norm_first=False), whose model is no longer built: train the model again"
+            )
+        return cls(**stored)
 
     def replace(self, **changes) -> ModelConfig:
         return replace(self, **changes)

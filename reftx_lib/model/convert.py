@@ -1,22 +1,12 @@
-"""Start an encoder-decoder from a decoder-only language model.
+"""Start an encoder-decoder from a decoder-only language model (Exp 5).
 
-The decoder-only model was pretrained on raw text with a causal mask. Its layers
-are the same modules as the encoder-decoder's (``DecoderLayer`` without
-cross-attention), so its weights can seed
-
-- every **encoder** layer: same self-attention, FFN and norms; only the mask
-  changes, because ``EncoderLayer`` attends bidirectionally (the "incorrect"
-  part of the transfer: the weights never saw a bidirectional context);
-- every **decoder** layer's causal self-attention, FFN and norms (a perfect fit);
-- the decoder's **cross-attention**, which has no pretrained counterpart: it is
-  copied from the same layer's self-attention (``cross_init="self"``, queries,
-  keys and values all start as the pretrained projections) or left at a fresh
-  random init (``cross_init="random"``).
-
-The token embedding (and so the tied output head) is copied unless ``init_embedding=False``:
-encoder and decoder share it, so it is one switch, and copying the embedding alone (no layer)
-measures how much of the transfer is only "which tokens are alike". Positions are sinusoidal, so
-``max_len`` can be raised for longer sources without any new parameter.
+The decoder-only model's layers have the same parameters as the encoder-decoder's, so its weights seed
+every **encoder** layer (only the mask changes: the weights never saw a bidirectional context), every
+**decoder** layer's self-attention, FFN and norms, and optionally the decoder's **cross-attention**,
+which has no pretrained counterpart: copied from the same layer's self-attention (``cross_init="self"``)
+or left at a fresh init (``cross_init="random"``). The token embedding (and the tied head) is copied
+unless ``init_embedding=False``; copying it alone measures how much of the transfer is only "which
+tokens are alike". Sinusoidal positions let ``max_len`` grow for longer sources.
 """
 
 from __future__ import annotations
@@ -67,7 +57,9 @@ def convert_decoder_only_to_encoder_decoder(
         raise TypeError(f"dec_model must be a ReferenceDecoderOnly, got {type(dec_model).__name__}")
     if cross_init not in CROSS_INITS:
         raise ValueError(f"unknown cross_init {cross_init!r}; allowed values: {list(CROSS_INITS)}")
-    config = dec_model.config if max_len is None else dec_model.config.replace(max_len=max_len)
+    config = dec_model.config.replace(
+        prefix_lm=False, max_len=dec_model.config.max_len if max_len is None else max_len
+    )
     if config.max_len < dec_model.config.max_len:
         raise ValueError(
             f"max_len={config.max_len} is below the pretrained model's {dec_model.config.max_len}"
@@ -78,22 +70,15 @@ def convert_decoder_only_to_encoder_decoder(
         model.embed.weight.copy_(dec_model.embed.weight)
         if not config.tie_embeddings:
             model.lm_head.weight.copy_(dec_model.lm_head.weight)
-    for i, src in enumerate(dec_model.layers):
+    for src, enc, dst in zip(dec_model.layers, model.encoder_layers, model.decoder_layers):
         if init_encoder:
-            enc = model.encoder_layers[i]
-            _copy(enc.self_attn, src.self_attn)
-            _copy(enc.attn_block, src.self_block)  # the pre-LN norm in front of self-attention
-            _copy(enc.ffn, src.ffn)
-            _copy(enc.ffn_block, src.ffn_block)
+            _copy(enc, src)  # the same self-attention, FFN and norms; only the mask differs
         if init_decoder:
-            dst = model.decoder_layers[i]
-            _copy(dst.self_attn, src.self_attn)
-            _copy(dst.self_block, src.self_block)
-            _copy(dst.ffn, src.ffn)
-            _copy(dst.ffn_block, src.ffn_block)
+            for part in ("self_attn", "self_norm", "ffn", "ffn_norm"):
+                _copy(getattr(dst, part), getattr(src, part))
             if cross_init == "self":
                 _copy(dst.cross_attn, src.self_attn)
-                _copy(dst.cross_block, src.self_block)
+                _copy(dst.cross_norm, src.self_norm)
     if init_encoder:
         _copy(model.encoder_norm, dec_model.norm)
     if init_decoder:

@@ -1,16 +1,9 @@
 """Decoding for both architectures: greedy, sampling (temperature / top-k / top-p) and beam search.
 
-The algorithms only need three hooks from a model, so one implementation serves
-the decoder-only model (whose input is a prompt) and the encoder-decoder (whose
-input is the source, encoded once):
-
-- ``state, first = model._init_state(input_ids, use_cache)``
-- ``logits = model._next_logits(state, new_tokens)``: append (B, n), return (B, V)
-- ``model._reorder_state(state, index)``: follow the surviving beams
-
-With ``use_cache=True`` each step feeds only the newest token and reuses the
-cached keys/values; ``use_cache=False`` recomputes the whole prefix, which is
-slow but is the reference the cache is tested against.
+One implementation serves the decoder-only model (its input is a prompt; a prefix LM reads it both
+ways) and the encoder-decoder (its input is the source, encoded once). With ``use_cache=True`` each
+step feeds only the newest token and reuses the cached keys and values; ``use_cache=False``
+recomputes the whole sequence, slow but the reference the cache is tested against.
 """
 
 from __future__ import annotations
@@ -19,6 +12,57 @@ import math
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
+from .layers import prefix_lm_mask
+from .packing import check_ids
+
+
+def _start(model, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch.Tensor]:
+    """The decoding state and the first tokens to feed: BOS after the encoded source, or the prompt."""
+    c = model.config
+    state = {"seq": input_ids[:, :0], "caches": [{} for _ in range(c.n_layers)] if use_cache else None}
+    if model.is_encoder_decoder:
+        check_ids(input_ids, c, "source (input_ids)")
+        state["memory"], state["memory_mask"], _ = model.encode(input_ids)
+        return state, torch.full_like(input_ids[:, :1], c.bos_token_id)
+    check_ids(input_ids, c)
+    if (input_ids == c.pad_token_id).any():
+        raise ValueError(
+            "decoder-only prompts must not contain padding: give equal-length prompts "
+            "or generate one prompt at a time"
+        )
+    if c.prefix_lm:  # the whole prompt is the prefix: read both ways once, then every new token causally
+        state["prefix"] = input_ids.size(1)
+    return state, input_ids
+
+
+def _next_logits(model, state: dict, new: torch.Tensor) -> torch.Tensor:
+    """Append ``new`` (B, n) to the sequence and return the logits (B, V) for what follows."""
+    past = state["seq"].size(1)
+    state["seq"] = torch.cat([state["seq"], new], dim=1)
+    if state["seq"].size(1) > model.config.max_len:
+        raise ValueError(
+            f"generation would exceed max_len={model.config.max_len}: "
+            "lower max_new_tokens or shorten the prompt"
+        )
+    ids, offset = (state["seq"], 0) if state["caches"] is None else (new, past)
+    if model.is_encoder_decoder:
+        hidden = model.decode(ids, state["memory"], state["memory_mask"], state["caches"], offset)[0]
+    else:
+        mask = None  # the prompt gets its prefix mask once; later tokens see every cached key (causal)
+        if "prefix" in state and offset == 0:
+            prefix = torch.full((ids.size(0),), state["prefix"], device=ids.device)  # (B,)
+            mask = prefix_lm_mask(prefix, ids.size(1))
+        hidden = model.decode(ids, mask, state["caches"], offset)[0]
+    return model.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
+
+
+def _reorder(state: dict, index: torch.Tensor) -> None:
+    """Follow the surviving beams: pick rows ``index`` of every per-row tensor, KV caches included."""
+    state.update({key: value[index] for key, value in state.items() if torch.is_tensor(value)})
+    for cache in state["caches"] or []:
+        for kv in cache.values():
+            kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -34,21 +78,11 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
-@torch.no_grad()
-def _check_sampling(
-    do_sample: bool, num_beams: int, temperature: float, top_k: int | None, top_p: float | None
-) -> None:
+def _check_sampling(do_sample: bool, num_beams: int, temperature: float, top_k, top_p) -> None:
     """Sampling options that are out of range, or that the chosen decoding would silently ignore."""
     if not do_sample:
-        ignored = [
-            name
-            for name, value, default in (
-                ("temperature", temperature, 1.0),
-                ("top_k", top_k, None),
-                ("top_p", top_p, None),
-            )
-            if value != default
-        ]
+        options = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p is not None}
+        ignored = [name for name, changed in options.items() if changed]
         if ignored:
             decoding = "beam search" if num_beams > 1 else "greedy decoding"
             raise ValueError(
@@ -67,6 +101,7 @@ def _check_sampling(
         raise ValueError(f"top_p must be in (0, 1] (the probability mass kept), got {top_p!r}")
 
 
+@torch.no_grad()
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -105,58 +140,47 @@ def generate(
             "beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False"
         )
     _check_sampling(do_sample, num_beams, temperature, top_k, top_p)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> the next token of each row (B,)
+        if not do_sample:
+            return logits.argmax(dim=-1)
+        probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
     was_training = model.training
     model.eval()
     try:
         if num_beams > 1:
             return _beam_search(model, input_ids, max_new_tokens, num_beams, length_penalty, use_cache, block)
-        return _sample(
-            model,
-            input_ids,
-            max_new_tokens,
-            do_sample,
-            temperature,
-            top_k,
-            top_p,
-            use_cache,
-            generator,
-            block,
-        )
+        return _sample(model, input_ids, max_new_tokens, use_cache, block, pick)
     finally:
         model.train(was_training)
 
 
-def _sample(
-    model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p, use_cache, generator, block
-):
+def _sample(model, input_ids, max_new_tokens, use_cache, block, pick) -> torch.Tensor:
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
-    state, first = model._init_state(input_ids, use_cache)
-    logits = model._next_logits(state, first)  # (B, V)
+    state, first = _start(model, input_ids, use_cache)
+    logits = _next_logits(model, state, first)  # (B, V)
     finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
     out = []
     for _ in range(max_new_tokens):
         if block is not None and out:
             logits = block(torch.stack(out, dim=1), logits)  # (B, V): repeating n-grams at -inf
-        if do_sample:
-            probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-        else:
-            token = logits.argmax(dim=-1)  # (B,)
-        token = token.masked_fill(finished, pad)
+        token = pick(logits).masked_fill(finished, pad)  # (B,)
         out.append(token)
         finished |= token == eos
         if bool(finished.all()) or len(out) == max_new_tokens:
             break
-        logits = model._next_logits(state, token[:, None])
+        logits = _next_logits(model, state, token[:, None])
     return torch.stack(out, dim=1)
 
 
 def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache, block):
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     b, device = input_ids.size(0), input_ids.device
-    state, first = model._init_state(input_ids, use_cache)
-    model._reorder_state(state, torch.arange(b, device=device).repeat_interleave(k))  # (B*K) rows
-    logits = model._next_logits(state, first.repeat_interleave(k, dim=0))  # (B*K, V)
+    state, first = _start(model, input_ids, use_cache)
+    _reorder(state, torch.arange(b, device=device).repeat_interleave(k))  # (B*K) rows
+    logits = _next_logits(model, state, first.repeat_interleave(k, dim=0))  # (B*K, V)
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not pick duplicates
     seqs = torch.empty(b * k, 0, dtype=torch.long, device=device)
@@ -197,8 +221,8 @@ def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache,
         scores = next_scores
         if all(done) or step == max_new_tokens:
             break
-        model._reorder_state(state, index)
-        logits = model._next_logits(state, next_tokens.flatten()[:, None])
+        _reorder(state, index)
+        logits = _next_logits(model, state, next_tokens.flatten()[:, None])
     best = []
     for i in range(b):
         if finished[i]:

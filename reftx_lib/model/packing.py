@@ -1,10 +1,9 @@
-"""The packed ``source [SEP] target`` row: how an encoder-decoder reads one sequence in two parts.
+"""The packed ``source [SEP] target`` row, and the checks a batch passes where it enters.
 
-Every corpus row is one token list. A decoder-only model reads it whole; an
-encoder-decoder reads the part before the first SEP with its encoder and predicts
-the part after it with its decoder, which is fed the target shifted right by one
-([BOS] + target[:-1]). This module is the only place that knows the layout;
-``ReferenceTransformer`` and the benchmarks call it.
+Every corpus row is one token list. A decoder-only model reads it whole; an encoder-decoder reads the
+part before the first SEP with its encoder and predicts the part after it with its decoder, fed the
+target shifted right ([BOS] + target[:-1]); a prefix LM reads up to the first SEP both ways.
+``check_batch`` runs at the boundary (the trainer, on the host; ``generate``), never in a forward pass.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ from ..constants import IGNORE_INDEX
 def split_packed(
     input_ids: torch.Tensor, sep_id: int, pad_id: int, labels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Split right-padded packed rows (B, L) at the first SEP into source (B, S) and target (B, T), re-padded.
-
-    ``labels`` (B, L), if given, is split like the target and padded with ``IGNORE_INDEX``.
-    """
+    """Split right-padded packed rows (B, L) at the first SEP into source (B, S) and target (B, T),
+    re-padded; ``labels`` (B, L), if given, is split like the target and padded with ``IGNORE_INDEX``."""
     is_sep = input_ids == sep_id
     missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
     if missing:
@@ -28,44 +25,30 @@ def split_packed(
             f"packed input rows {missing[:10]} have no SEP token (id {sep_id}); "
             "pack each row as source + [SEP] + target, or pass src_ids= / tgt_ids="
         )
-    sep_pos = is_sep.int().argmax(dim=1)  # (B,) first SEP
-    src_len = sep_pos
-    tgt_len = (input_ids != pad_id).sum(dim=1) - sep_pos - 1
+    src_len = is_sep.int().argmax(dim=1)  # (B,) first SEP
+    tgt_len = (input_ids != pad_id).sum(dim=1) - src_len - 1
     if int(src_len.min()) == 0 or int(tgt_len.min()) <= 0:
         raise ValueError(
             "every packed row needs a non-empty source before SEP and a non-empty target after it"
         )
-    b, length = input_ids.shape
-    s_max, t_max = int(src_len.max()), int(tgt_len.max())
 
-    def gather(x, start, n, lens, fill):
-        pos = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
-        out = x.gather(1, pos.clamp(max=length - 1))
-        return out.masked_fill(torch.arange(n, device=x.device) >= lens[:, None], fill)
+    def gather(x: torch.Tensor, start: torch.Tensor, lens: torch.Tensor, fill: int) -> torch.Tensor:
+        steps = torch.arange(int(lens.max()), device=x.device)
+        out = x.gather(1, (start[:, None] + steps).clamp(max=x.size(1) - 1))  # (B, n)
+        return out.masked_fill(steps >= lens[:, None], fill)
 
-    zero = torch.zeros_like(sep_pos)
-    src = gather(input_ids, zero, s_max, src_len, pad_id)  # (B, S)
-    tgt = gather(input_ids, sep_pos + 1, t_max, tgt_len, pad_id)  # (B, T)
-    tgt_labels = None if labels is None else gather(labels, sep_pos + 1, t_max, tgt_len, IGNORE_INDEX)
-    return src, tgt, tgt_labels
+    src = gather(input_ids, torch.zeros_like(src_len), src_len, pad_id)  # (B, S)
+    tgt = gather(input_ids, src_len + 1, tgt_len, pad_id)  # (B, T)
+    return src, tgt, None if labels is None else gather(labels, src_len + 1, tgt_len, IGNORE_INDEX)
 
 
 def shift_right(tgt_ids: torch.Tensor, bos_id: int) -> torch.Tensor:
     """[BOS] + target[:-1] (B, T): the decoder's input for teacher forcing."""
-    bos = torch.full_like(tgt_ids[:, :1], bos_id)
-    return torch.cat([bos, tgt_ids[:, :-1]], dim=1)
-
-
-def counted_targets(ids: torch.Tensor, sep_id: int, pad_id: int) -> int:
-    """Target tokens (after each row's first SEP) in right-padded packed rows (B, L): what the loss counts."""
-    real = int((ids != pad_id).sum())
-    sep = (ids == sep_id).int().argmax(dim=1)  # (B,) first SEP
-    return real - int((sep + 1).sum())
+    return torch.cat([torch.full_like(tgt_ids[:, :1], bos_id), tgt_ids[:, :-1]], dim=1)
 
 
 def split_packed_row(row: list[int], sep_id: int) -> tuple[list[int], list[int]]:
-    """One packed row (a token list, no padding) -> (source, target): the tokens before and after its
-    first SEP."""
+    """One packed row (a token list, no padding) -> (source, target), the tokens around its first SEP."""
     if sep_id not in row:
         raise ValueError(
             f"packed row has no SEP token (id {sep_id}); pack each row as source + [SEP] + target, "
@@ -73,3 +56,71 @@ def split_packed_row(row: list[int], sep_id: int) -> tuple[list[int], list[int]]
         )
     cut = row.index(sep_id)
     return row[:cut], row[cut + 1 :]
+
+
+def check_ids(ids: torch.Tensor, config, name: str = "input_ids", check_length: bool = True) -> None:
+    """Bad ids give a message naming the field and the fix, not an index error deep in torch.
+    ``check_length=False`` is for a packed encoder-decoder row: its source and target are each held
+    to ``max_len``, not their sum."""
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise ValueError(
+            f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}; "
+            "pass the tokenizer's ids, e.g. tok(text, return_tensors='pt').input_ids"
+        )
+    if ids.dim() != 2:
+        raise ValueError(
+            f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}"
+        )
+    if ids.numel() == 0:
+        raise ValueError(
+            f"{name} is empty, shape {tuple(ids.shape)}: pass at least one row of at least one token"
+        )
+    if check_length and ids.size(1) > config.max_len:
+        raise ValueError(
+            f"{name} has length {ids.size(1)} > max_len={config.max_len}; "
+            "truncate or chunk the input, or build the model with a larger max_len"
+        )
+    out_of_range = (ids < 0) | (ids >= config.vocab_size)
+    if bool(out_of_range.any()):
+        raise ValueError(
+            f"{name} holds token id {int(ids[out_of_range][0])} outside [0, vocab_size={config.vocab_size}); "
+            "use the tokenizer the model was built for"
+        )
+
+
+def check_batch(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """Refuse right-padded rows (B, L), and labels, that ``model`` would misread, with a message that
+    names the field and the fix. Labels are checked as they will be scored: with no counted token the
+    mean loss would be 0/0 = nan."""
+    c = model.config
+    check_ids(input_ids, c, check_length=not model.is_encoder_decoder)
+    scored = None if labels is None else labels[:, 1:]  # a decoder-only model predicts every next token
+    if model.is_encoder_decoder:
+        src, tgt, scored = split_packed(input_ids, c.sep_token_id, c.pad_token_id, labels)
+        check_ids(src, c, "source (src_ids)")
+        check_ids(tgt, c, "target (tgt_ids)")
+    elif c.prefix_lm:
+        missing = (~(input_ids == c.sep_token_id).any(dim=1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(
+                f"prefix-LM rows {missing[:10]} have no SEP token (id {c.sep_token_id}); "
+                "pack each row as [BOS] + source + [SEP] + target + [EOS] (layout 'prefix')"
+            )
+        prefix = (input_ids == c.sep_token_id).int().argmax(dim=1) + 1  # (B,): through the first SEP
+        in_prefix = torch.arange(input_ids.size(1), device=input_ids.device) < prefix[:, None]  # (B, L)
+        scored = None if labels is None else labels.masked_fill(in_prefix, IGNORE_INDEX)[:, 1:]
+    if scored is None:
+        return
+    if scored.dtype == torch.bool or scored.is_floating_point() or scored.is_complex():
+        raise ValueError(f"labels must hold integer token ids (torch.long), got dtype {scored.dtype}")
+    bad = (scored != IGNORE_INDEX) & ((scored < 0) | (scored >= c.vocab_size))
+    if bool(bad.any()):
+        raise ValueError(
+            f"labels hold {int(scored[bad][0])}, outside [0, vocab_size={c.vocab_size}) "
+            f"and not {IGNORE_INDEX} (ignored); use the tokenizer the model was built for"
+        )
+    if not bool(((scored >= 0) & (scored != c.pad_token_id)).any()):
+        raise ValueError(
+            "every label is padding or -100, so no token would count and the loss would be nan; "
+            "pass labels with at least one scored token (decoder-only rows need 2+ tokens)"
+        )

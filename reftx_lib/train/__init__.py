@@ -1,6 +1,5 @@
-"""Training and measuring a model: ``step`` (the one training step), ``trainer`` (the loop, resuming),
-``checkpoint`` (saving and loading runs), ``evaluation`` (loss, perplexity, ROUGE, summaries), ``device``
-(which device, and its name for provenance) and ``memory`` (resident memory, and the memory of one
-training step measured alone). It imports ``model`` and ``data``, never ``analysis``, ``course`` or
-``bench``.
+"""Training and measuring a model: ``trainer`` (the loop, resuming), ``step`` and ``loss`` (one training
+step and its loss), ``checkpoint`` (saving and loading runs), ``evaluation`` (loss, perplexity, summaries,
+ROUGE) and ``device`` (which device, its name and memory). It imports ``model`` and ``data``, never
+``course`` or ``tools``.
 """

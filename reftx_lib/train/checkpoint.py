@@ -1,19 +1,12 @@
 """Checkpoints that can be trusted: safe to open, checked when read, written atomically, complete enough
-to resume exactly.
+to resume exactly, and reused only by the run that wrote them (``run_identity``).
 
-A checkpoint is two files side by side:
-
-- ``<name>.safetensors``: the model's weights (``safetensors``: tensors only, no code can
-  run when they are read), with the model's class and config, and two checksums in its header;
-- ``<name>.pt``: everything else a resumed run needs (optimizer and scheduler states, every
-  RNG state, the position in the data, the training history, the training config and the
-  tokenizer's name), read with ``torch.load(weights_only=True)``: plain containers and
-  tensors, no pickled code.
-
-The sha256 of the ``.pt`` file and of the weights are written into the weights' header, so a
-flipped byte in either file, or a pair of files from two different saves, is an error that
-names the file, not a model that silently computes something else. ``load_model`` rebuilds
-the model from the checkpoint alone.
+A checkpoint is two files side by side: ``<name>.safetensors`` holds the weights (tensors only: no code
+runs when they are read) with the model's class and config in its header; ``<name>.pt`` holds everything
+else a resumed run needs (optimizer, scheduler and RNG states, position in the data, history, training
+config, tokenizer), read with ``torch.load(weights_only=True)``. The header also holds the sha256 of the
+``.pt`` file and of the weights, so a flipped byte, or two files from different saves, is an error that
+names the file, not a model that silently computes something else.
 """
 
 from __future__ import annotations
@@ -24,6 +17,7 @@ import json
 import os
 import random
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +27,24 @@ from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_model as save_weights
 
 from ..model.config import ModelConfig
-from ..model.transformer import (
-    BaseLanguageModel,
-    ReferenceDecoderOnly,
-    ReferencePrefixLM,
-    ReferenceTransformer,
-)
+from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
 MODEL_CLASSES: dict[str, type[BaseLanguageModel]] = {
     "ReferenceTransformer": ReferenceTransformer,
     "ReferenceDecoderOnly": ReferenceDecoderOnly,
-    "ReferencePrefixLM": ReferencePrefixLM,
+}
+# Before issue 28 each layer's norms sat in residual wrappers: their weights are read under today's names.
+_OLD_NAMES = {
+    ".attn_block.norm.": ".self_norm.",
+    ".self_block.norm.": ".self_norm.",
+    ".cross_block.norm.": ".cross_norm.",
+    ".ffn_block.norm.": ".ffn_norm.",
 }
 FORMAT = "reftx-checkpoint-2"  # safetensors weights + a weights_only state file
+# The TrainConfig fields that decide the weights a run produces. Paths, stopping rules (stop_after,
+# max_time_s), evaluation and logging settings do not: a run may move, or continue past where it stopped.
+OPTIMIZER_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip")
+RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "seed", "data", "tokenizer")
 
 
 def rng_state() -> dict:
@@ -62,6 +61,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Put back the generators ``rng_state`` saved, so a resumed run draws the numbers it would have drawn."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -75,10 +75,31 @@ def weights_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".safetensors")
 
 
-def _weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over every weight's name and bytes, in name order."""
+def _current(model_class: str, model_config: dict) -> tuple[str, dict]:
+    """A stored model's class and config as named today: before issue 28 the prefix LM was a class of
+    its own, now the decoder-only model with ``prefix_lm=True``."""
+    if model_class == "ReferencePrefixLM":
+        return "ReferenceDecoderOnly", {**model_config, "prefix_lm": True}
+    return model_class, model_config
+
+
+def _renamed(weight_names) -> dict[str, str]:
+    """{today's name: stored name} for the weights a checkpoint stored under older names (``_OLD_NAMES``)."""
+    renamed = {}
+    for name in weight_names:
+        new = name
+        for old, now in _OLD_NAMES.items():
+            new = new.replace(old, now)
+        if new != name:
+            renamed[new] = name
+    return renamed
+
+
+def _weights_digest(model: torch.nn.Module, renamed: dict[str, str] | None = None) -> str:
+    """sha256 over every weight's name (as stored, see ``_renamed``) and bytes, in name order."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    named = ((renamed.get(k, k) if renamed else k, t) for k, t in model.state_dict().items())
+    for name, tensor in sorted(named, key=lambda item: item[0]):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -151,9 +172,8 @@ def _header(path: Path) -> dict[str, str]:
     if not weights.is_file():
         raise ValueError(
             f"{path} has no {weights.name} beside it: either the save was cut short, or it is a checkpoint "
-            "of the old single-file format, which runs code from the file when it is read. Train again, or, "
-            "only for a file you made yourself, convert it once with "
-            "reftx_lib.train.checkpoint.convert_trusted_legacy(path)"
+            "of the old single-file format, which runs code from the file when it is read and is not "
+            "loaded. Train again"
         )
     try:
         with safe_open(str(weights), framework="pt") as f:
@@ -192,28 +212,26 @@ def restore_weights(model: BaseLanguageModel, ckpt: dict) -> BaseLanguageModel:
     their sha256; a model of another shape is an error that names the file."""
     weights = weights_path(ckpt["path"])
     try:
-        load_weights(model, str(weights), strict=True)
+        with safe_open(str(weights), framework="pt") as f:
+            renamed = _renamed(f.keys())
+        hook = model.register_load_state_dict_pre_hook(
+            lambda module, state, *_: state.update({new: state.pop(old) for new, old in renamed.items()})
+        )
+        try:
+            load_weights(model, str(weights), strict=True)
+        finally:
+            hook.remove()
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _damaged(weights, f"{type(exc).__name__}: {str(exc)[:160]}") from None
-    if _weights_digest(model) != ckpt["weights_sha256"]:
+    if _weights_digest(model, renamed) != ckpt["weights_sha256"]:
         raise _damaged(weights, "the weights' sha256 differs from the one recorded in its header")
     return model
 
 
 def model_from(ckpt: dict) -> BaseLanguageModel:
     """The trained model of a checkpoint read by ``load_checkpoint``, rebuilt from its class and config."""
-    model = MODEL_CLASSES[ckpt["model_class"]](config=ModelConfig.from_dict(ckpt["model_config"]))
-    return restore_weights(model, ckpt)
-
-
-def kept_steps(folder: str | Path) -> dict[int, Path]:
-    """The ``step-<N>.pt`` checkpoints a run with ``keep_every`` left in ``folder``, by step.
-
-    They let a metric that is too slow to compute at every evaluation (ROUGE of generated
-    summaries) be traced against training tokens after the run.
-    """
-    found = {int(p.stem.removeprefix("step-")): p for p in Path(folder).glob("step-*.pt")}
-    return dict(sorted(found.items()))
+    model_class, model_config = _current(ckpt["model_class"], ckpt["model_config"])
+    return restore_weights(MODEL_CLASSES[model_class](config=ModelConfig.from_dict(model_config)), ckpt)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> BaseLanguageModel:
@@ -221,18 +239,72 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ba
     return model_from(load_checkpoint(path, map_location))
 
 
-def convert_trusted_legacy(path: str | Path) -> Path:
-    """Rewrite a single-file checkpoint of the old format (before safetensors) in the current one.
+class CheckpointMismatchError(ValueError):
+    """A checkpoint belongs to another run than the one asked for."""
 
-    Reading the old format runs code from the file (``weights_only=False``): call this only on a
-    file you made yourself. The converted checkpoint replaces it under the same name.
-    """
-    path = Path(path)
-    old = torch.load(path, map_location="cpu", weights_only=False)
-    model = MODEL_CLASSES[old["model_class"]](config=ModelConfig.from_dict(old["model_config"]))
-    model.load_state_dict(old.pop("model"))
-    name, keys, pos, has_gauss, cached = old["rng"]["numpy"]
-    old["rng"]["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
-    for key in ("model_class", "model_config"):
-        old.pop(key)
-    return save_checkpoint(path, model, **old)
+
+def run_identity(model_class: str, model_config: dict, train_config: dict) -> dict:
+    """What makes two runs the same run: the model's class and config, and the ``RUN_FIELDS`` of its
+    training config. A checkpoint is reused or resumed only by the run that wrote it, never overwritten
+    by another (``check_same_run``), so a rerun notebook never mixes two runs' weights."""
+    model_class, model_config = _current(model_class, model_config)
+    config = ModelConfig.from_dict(model_config).to_dict()
+    identity = {"model_class": model_class, **{f"model.{k}": v for k, v in config.items()}}
+    for name in RUN_FIELDS:
+        value = train_config.get(name)
+        identity[name] = list(value) if isinstance(value, tuple) else value
+    return identity
+
+
+def identity_of(model: BaseLanguageModel, train_config) -> dict:
+    """``run_identity`` of training ``model`` with ``train_config`` (a ``TrainConfig``)."""
+    return run_identity(type(model).__name__, model.config.to_dict(), asdict(train_config))
+
+
+def check_same_run(path: Path, wanted: dict, action: str, fix: str) -> dict:
+    """The checkpoint at ``path`` if the run ``wanted`` (a ``run_identity``) wrote it; otherwise a
+    ``CheckpointMismatchError`` naming every setting in which the two runs differ, and ``fix``."""
+    ckpt = load_checkpoint(path)
+    stored = run_identity(ckpt["model_class"], ckpt["model_config"], ckpt["train_config"])
+    diff = [
+        f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here"
+        for k in sorted(stored.keys() | wanted.keys())
+        if stored.get(k) != wanted.get(k)
+    ]
+    if diff:
+        raise CheckpointMismatchError(
+            f"{path} was written by another run ({'; '.join(diff)}), so it cannot be {action}. {fix}"
+        )
+    return ckpt
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when ``folder`` cannot hold checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write checkpoints to {folder} ({exc.strerror or exc}); choose a writable "
+            "folder (checkpoint_dir, command line: --out)"
+        ) from None
+
+
+def save_pretrained(model: BaseLanguageModel, folder: str | Path) -> Path:
+    """``config.json`` (class and config) and ``model.safetensors`` in ``folder``: the layout users of
+    the Hugging Face Hub expect for a trained model, without the training state of a checkpoint."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_class": type(model).__name__, **model.config.to_dict()}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_weights(model, str(folder / "model.safetensors"))
+    return folder
+
+
+def from_pretrained(folder: str | Path) -> BaseLanguageModel:
+    """The model ``save_pretrained`` wrote to ``folder``."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    model = MODEL_CLASSES[config.pop("model_class")](config=ModelConfig.from_dict(config))
+    load_weights(model, str(Path(folder) / "model.safetensors"), strict=True)
+    return model

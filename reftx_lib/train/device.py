@@ -1,12 +1,8 @@
-"""One place that picks the device and names it, so no notebook hard-codes ``.cuda()``.
-
-It imports nothing of reftx: saving a result (``course.results``) names the
-device without loading the models.
-"""
+"""Picks and names the device (so no notebook hard-codes ``.cuda()``) and reads the memory a run takes.
+It imports nothing of reftx, so ``course.results`` names the device without loading the models."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 
@@ -14,8 +10,7 @@ import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` means CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent CPU
-    run."""
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent CPU run."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -39,29 +34,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def keep_freed_cpu_memory() -> bool:
-    """Stop glibc from handing freed heap memory back to the OS; True if the C library accepted it.
-
-    Why: PyTorch allocates CPU tensors with ``malloc``. glibc returns the free memory at the top
-    of its heap to the OS once more than its trim threshold lies there, so a training step that
-    frees its activations gives their pages back and the next step takes them again, one page fault
-    per 4 KiB. How many a step takes depends on the heap layout left by everything that ran before
-    it in the process. CUDA's caching allocator keeps its memory by design; this does the same for
-    the CPU heap (trim threshold 2^31 - 1 bytes, mmap threshold fixed at glibc's 32 MiB maximum).
-    The process then keeps its peak heap until it exits. It cannot be undone, and it changes
-    nothing on a C library that is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def device_name(device: torch.device) -> str:
-    """A human-readable name for provenance records, e.g. 'NVIDIA H100 80GB HBM3' or the CPU model."""
+    """A readable name for provenance records, e.g. 'NVIDIA H100 80GB HBM3' or the CPU model."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
@@ -77,11 +51,6 @@ def current_rss_mb() -> float:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch on CUDA; on CPU the process's current RSS.
-
-    CPU RSS is process-wide (data, tokenizer and Python included), so compare it
-    only between runs made the same way.
-    """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return current_rss_mb()
+    """Peak memory torch allocated on CUDA; on CPU the process-wide RSS, comparable only between runs made
+    the same way."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else current_rss_mb()

@@ -1,51 +1,45 @@
-"""The language-model loss: cross-entropy over the vocabulary, and a fused version for CPU training.
+"""The training loss, with the output head fused into it for CPU training.
 
-Both models end in the same output head (hidden states times the embedding
-matrix) and the same mean cross-entropy over the counted tokens. In a small
-model with an 8k vocabulary this head is the costliest part of a training step:
-its logits (N tokens x V) are the largest tensor, and the plain computation
-passes over them, or over a gradient as large, about six times in main memory
-(write the logits, log-softmax, its gradient zero-filled and scattered, the
-log-softmax backward, the two matmuls of the backward).
+Both models end in the same output head (hidden states times the embedding matrix) and the same mean
+cross-entropy over the counted tokens. In a small model with an 8k vocabulary this head is the
+costliest part of a training step: its logits (N tokens x V) are the largest tensor, and the plain
+computation passes over them, or over a gradient as large, about six times in main memory (write the
+logits, log-softmax, its gradient zero-filled and scattered, the log-softmax backward, the two matmuls
+of the backward).
 
-``fused_head_cross_entropy`` does the same maths a chunk of rows at a time and
-computes the gradients during the forward pass: each chunk's logits stay in the
-CPU cache, the softmax is computed once and becomes the gradient in place, and
-the (N, V) logits never exist. It is used by ``forward(..., return_logits=False)``
-(what the trainer calls) when the step runs eagerly on a CPU in float32; on a
-GPU, with autocast, or under ``torch.compile`` the plain path runs, which the
-compiler fuses on its own.
+``fused_head_cross_entropy`` does the same maths a chunk of rows at a time and computes the gradients
+during the forward pass: each chunk's logits stay in the CPU cache, the softmax is computed once and
+becomes the gradient in place, and the (N, V) logits never exist. ``training_loss`` (what the trainer,
+the benchmarks and the memory probe call) uses it when the step runs eagerly on a CPU in float32; on a
+GPU, with autocast, or under ``torch.compile`` the plain path runs, which the compiler fuses on its own.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from ..model.transformer import cross_entropy
 
 LOSS_CHUNK_BYTES = (
     4 * 2**20
 )  # logits per chunk of the fused loss (at least d_model rows): one core's L2 cache
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    """Mean cross-entropy of logits (B, T, V) against labels (B, T); pad and negative labels (-100) are
-    ignored.
+def training_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``loss`` and ``n_tokens`` of ``model`` on forward arguments ``inputs`` (labels included).
 
-    ``n_tokens`` (how many labels counted) lets callers turn means into exact
-    token-weighted sums across batches, e.g. for perplexity.
+    The model returns its final hidden states and the labels they predict (``head=False``); the head
+    and the loss are applied here, fused on an eager float32 CPU step, plainly otherwise.
     """
-    if pad_id == 0:
-        # Every negative label (-100) becomes pad. clamp tells torch.compile that targets are
-        # >= 0, so the fused loss kernel needs no negative-index wrap-around over the whole
-        # (B*T, V) logits: the compiled tiny encoder-decoder's training step is ~8% faster
-        # than with masked_fill (see ``python -m tools``).
-        labels = labels.clamp(min=0)
-    else:
-        labels = labels.masked_fill(labels < 0, pad_id)
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=pad_id
-    )
-    return {"loss": loss, "n_tokens": (labels != pad_id).sum()}
+    out = model(**inputs, head=False)
+    hidden, labels = out["hidden"], out["labels"]  # (B, T, D), (B, T)
+    if labels is None:
+        raise ValueError("training_loss needs labels in its inputs, e.g. labels=input_ids")
+    base = getattr(model, "module", model)  # the model a DistributedDataParallel wraps
+    pad = base.config.pad_token_id
+    if fused_loss_applies(hidden):
+        return fused_head_cross_entropy(hidden, base.lm_head.weight, labels, pad)
+    return cross_entropy(base.lm_head(hidden), labels, pad)
 
 
 def fused_loss_applies(hidden: torch.Tensor) -> bool:
