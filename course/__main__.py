@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=("encdec", "deconly"), default="encdec")
     p.add_argument(
         "--size",
-        choices=("smoke", "mini", "tiny", "small", "medium", "large"),
+        choices=("nano", "mini", "tiny", "small", "medium", "large"),
         help="model size (default: the budget's)",
     )
     p.add_argument("--out", help="checkpoint folder (default: checkpoints/<budget>/cli-<data>-<model>)")

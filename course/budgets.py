@@ -9,7 +9,7 @@ tokens), learning rate (2e-3) and vocabulary (8192) from the sweep of notebook 0
 (``results/sweep/cpu.json``): the settings that learn most per CPU-minute. Its raw-text context is the
 sweep's 128 tokens, which learned as much per CPU-minute as 256 (within the seed noise), because at 256
 Exp 1's encoder-decoder did not flatten (see the ``rawtext`` table).
-Model sizes refer to ``reftx_lib.model.config.MODEL_PRESETS``.
+Model sizes refer to ``reftx_lib.model.config.MODEL_SIZES``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _by_budget(**settings: tuple) -> dict[str, dict]:
 # matched control (``exp3_samsum_model``): one run instead of two (the tiny run of 3000 steps: about 18 min).
 _SAMSUM = _by_budget(
     #                 smoke    cpu     full    gpu
-    model=           ("smoke", "tiny", "mini", "small"),
+    model=           ("nano",  "tiny", "mini", "small"),
     max_steps=       (30,      500,    3000,   4000),
     batch_tokens=    (2048,    4096,   2048,   32768),
     lr=              (2e-3,    2e-3,   2e-3,   1e-3),
@@ -101,7 +101,7 @@ _ARMS_UNMATCHED = ["encdec", "deconly", "prefix_lm"]
 # other ``arms`` at the first seed.
 _RAWTEXT = _by_budget(
     #                 smoke    cpu     full    gpu
-    model=           ("smoke", "tiny", "mini", "small"),
+    model=           ("nano",  "tiny", "mini", "small"),
     max_steps=       (30,      200,    3000,   3000),
     batch_tokens=    (2048,    4096,   2048,   32768),
     max_doc_tokens=  (126,     254,    126,    510),
@@ -120,13 +120,13 @@ _RAWTEXT = _by_budget(
 # Exp 3: attention statistics over held-out examples per corpus.
 _ATTENTION = _by_budget(n_examples=(40, 200, 200, 500))
 
-# Exp 4: the scaling ladder (sizes by MODEL_PRESETS name, or explicit overrides). Every size trains the same
+# Exp 4: the scaling ladder (sizes by MODEL_SIZES name, or explicit overrides). Every size trains the same
 # steps x batch_tokens with the SAMSum baseline's lr, warmup, dropout and length caps. cpu adds two
 # in-between widths so the three-parameter law has more sizes than parameters.
 _SCALING = _by_budget(
     sizes=(
-        ["smoke", "mini"],
-        ["smoke", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
+        ["nano", "mini"],
+        ["nano", dict(name="d48L1", d_model=48, n_layers=1, n_heads=4), "mini",
          dict(name="d96L2", d_model=96, n_layers=2, n_heads=4), "tiny"],
         ["mini", "tiny", "small"],
         ["tiny", "small", "medium", "large"],

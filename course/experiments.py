@@ -88,12 +88,12 @@ def exp1_layouts(cfg: dict, tokenizer) -> tuple[dict[str, DatasetDict], dict[str
 
 
 def build_model(kind: str, size: str, vocab_size: int, seed: int = 0, **overrides) -> BaseLanguageModel:
-    """A freshly initialised model: ``kind`` is ``encdec`` or ``deconly``, ``size`` a MODEL_PRESETS name."""
+    """A freshly initialised model: ``kind`` is ``encdec`` or ``deconly``, ``size`` a MODEL_SIZES name."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; allowed values: {list(MODEL_KINDS)}")
     torch.manual_seed(seed)
     prefix_lm = {"prefix_lm": True} if kind == "prefixlm" else {}  # the decoder-only model as a prefix LM
-    return MODEL_KINDS[kind].from_preset(size, vocab_size=vocab_size, **prefix_lm, **overrides)
+    return MODEL_KINDS[kind].from_size(size, vocab_size=vocab_size, **prefix_lm, **overrides)
 
 
 def train_config(
@@ -248,7 +248,7 @@ def matched_d_ff(size: str, vocab_size: int) -> int:
         with torch.device("meta"):  # count only: no memory, no initialization
             return num_parameters(build_model(kind, size, vocab_size, **overrides))["total"]
 
-    d_ff = ModelConfig.from_preset(size, vocab_size).d_ff
+    d_ff = ModelConfig.from_size(size, vocab_size).d_ff
     per_unit = total("deconly", d_ff=d_ff + 1) - total("deconly", d_ff=d_ff)
     return d_ff + round((total("encdec") - total("deconly", d_ff=d_ff)) / per_unit)
 
@@ -314,7 +314,7 @@ def exp4_model(
     encoded: tuple[DatasetDict, dict],
     device: str = "auto",
 ) -> CourseModel:
-    """One rung of Exp 4's ladder: the SAMSum baseline's encoder-decoder at ``size`` (a MODEL_PRESETS
+    """One rung of Exp 4's ladder: the SAMSum baseline's encoder-decoder at ``size`` (a MODEL_SIZES
     name or explicit widths), checkpointed as ``exp4-<size>-seed<seed>``; ``encoded`` is SAMSum from
     ``samsum_data``, shared by every rung."""
     cfg = exp4_settings(settings)

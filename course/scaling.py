@@ -25,7 +25,7 @@ from course.evaluation import DISTINCT_FLOOR, score_summaries
 from course.report import last_quarter_improvement
 from reftx_lib.train.evaluation import evaluate_loss
 
-# A ladder entry is a MODEL_PRESETS name ("tiny") or a dict with a "name" and the sizes to override.
+# A ladder entry is a MODEL_SIZES name ("tiny") or a dict with a "name" and the sizes to override.
 SizeSpec = str | dict
 
 
@@ -39,7 +39,7 @@ def size_name(size: SizeSpec) -> str:
 
 
 def size_overrides(size: SizeSpec) -> tuple[str, dict]:
-    """(MODEL_PRESETS name to start from, overrides) for ``build_model``.
+    """(MODEL_SIZES name to start from, overrides) for ``build_model``.
 
     ``"mini"`` -> ("mini", {}); ``{"name": "w96", "d_model": 96, "n_layers": 2, "n_heads": 4}``
     -> ("tiny", {"d_model": 96, ...}): an explicit size overrides every field of the

@@ -36,7 +36,7 @@ from course.experiments import build_model, rawtext_data
 from reftx_lib.data.batching import pad_batch, token_budget_batches
 from reftx_lib.data.corpora import load_corpus
 from reftx_lib.data.tokenizer import load_tokenizer
-from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.config import MODEL_SIZES
 from reftx_lib.model.transformer import BaseLanguageModel
 from reftx_lib.train.loss import training_loss
 from reftx_lib.train.step import autocast_for, training_inputs, training_step
@@ -64,8 +64,8 @@ class SweepSetup:
     n_evals: int = 8  # evaluations per point, evenly spaced
 
     def __post_init__(self) -> None:
-        if self.size not in MODEL_PRESETS:
-            raise ValueError(f"unknown size {self.size!r}; allowed values: {sorted(MODEL_PRESETS)}")
+        if self.size not in MODEL_SIZES:
+            raise ValueError(f"unknown size {self.size!r}; allowed values: {sorted(MODEL_SIZES)}")
         if not self.seconds > 0:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if not self.noise_seeds:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m course sweep", description=__doc__.split("\n")[0])
     defaults = SweepSetup()
-    p.add_argument("--size", default=defaults.size, choices=sorted(MODEL_PRESETS))
+    p.add_argument("--size", default=defaults.size, choices=sorted(MODEL_SIZES))
     p.add_argument("--seconds", type=float, default=defaults.seconds, help="training time per point")
     p.add_argument(
         "--n-train-docs", type=int, default=None, help="textbook documents to train on (default: all)"

@@ -1,24 +1,21 @@
 """reftx: a reference encoder-decoder Transformer and its decoder-only variant, for teaching.
 
-Import what the notebooks need from here; each submodule holds one concept.
+What a lesson needs is importable from here; each subpackage holds one layer of the stack: ``model``
+(layers, the two models, generation, conversion), ``data`` (corpora, tokenizer, rows, batches),
+``train`` (step, loop, checkpoints, evaluation) and ``attention`` (extraction, statistics, plots).
 """
 
-from .constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
-from .model.config import MODEL_PRESETS, ModelConfig
+from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID, SEP_ID
+from .data.batching import pad_batch, token_budget_batches
+from .data.corpora import CORPORA, load_corpus
+from .data.preprocessing import midpoint_split
+from .data.tokenizer import load_tokenizer
+from .model.config import MODEL_SIZES, ModelConfig
 from .model.convert import convert_decoder_only_to_encoder_decoder
 from .model.generation import generate
-from .model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
-
-__all__ = [
-    "BOS_ID",
-    "EOS_ID",
-    "PAD_ID",
-    "SEP_ID",
-    "MODEL_PRESETS",
-    "ModelConfig",
-    "BaseLanguageModel",
-    "ReferenceDecoderOnly",
-    "ReferenceTransformer",
-    "generate",
-    "convert_decoder_only_to_encoder_decoder",
-]
+from .model.layers import causal_mask, key_padding_mask, prefix_lm_mask
+from .model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+from .paths import data_search_path, repo_root
+from .train.checkpoint import load_model
+from .train.evaluation import compute_rouge, evaluate_loss, generate_summaries, perplexity
+from .train.trainer import TrainConfig, fit

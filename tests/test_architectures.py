@@ -121,7 +121,7 @@ def test_findings_say_what_failed_and_when_the_run_cannot_show_the_prediction():
     assert "(2.00×, the encoder-decoder is worse)" in text and "human text 0.00" in text
 
 
-def test_a_preset_without_the_matched_arm_drops_only_the_equal_parameters_comparison():
+def test_a_budget_without_the_matched_arm_drops_only_the_equal_parameters_comparison():
     full = measures()
     kept = {
         k: v if k == "quality" else {n: x for n, x in v.items() if n != "deconly_matched"}

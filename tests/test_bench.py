@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from reftx_lib import MODEL_PRESETS
+from reftx_lib import MODEL_SIZES
 from tools import machine as machine_module
 from tools.__main__ import apply_malloc_trim, parse_args
 from tools.__main__ import main as bench_main
@@ -25,7 +25,7 @@ SMOKE = [
     "--device",
     "cpu",
     "--configs",
-    "smoke",
+    "nano",
     "--steps",
     "2",
     "--warmup",
@@ -96,7 +96,7 @@ def test_rows_have_every_field_and_positive_numbers(eager_rows):
     ]
     for row in rows:
         assert set(FIELDS) <= set(row), set(FIELDS) - set(row)
-        assert row["error"] is None and row["device"] == "cpu" and row["config"] == "smoke"
+        assert row["error"] is None and row["device"] == "cpu" and row["config"] == "nano"
         for key in ("tokens_per_s", "peer_tokens_per_s", "ratio", "ms_per_step", "peer_ms_per_step"):
             assert row[key] > 0, key
         assert row["mfu"] is None  # no meaningful peak FLOP/s on CPU
@@ -111,7 +111,7 @@ def test_peers_have_our_shapes(eager_rows):
     GPT-2 adds a learned position table (n_positions x d); MBart adds one per stack
     (with 2 offset rows each) and a LayerNorm on the embeddings of each stack.
     """
-    d = MODEL_PRESETS["smoke"]["d_model"]
+    d = MODEL_SIZES["nano"]["d_model"]
     for row in eager_rows:
         extra = row["peer_params"] - row["params"]
         n = row["n_positions"]
@@ -146,7 +146,7 @@ def test_table_output_is_readable(capsys):
     assert bench_main(SMOKE[:-1] + ["--modes", "eager", "--archs", "decoder-only"]) == 0
     out = capsys.readouterr().out
     header, row = out.splitlines()[:2]
-    assert "ratio" in header and "decoder-only" in row and "smoke" in row
+    assert "ratio" in header and "decoder-only" in row and "nano" in row
 
 
 def test_paired_ratio_is_the_median_of_per_pair_speedups():

@@ -66,7 +66,7 @@ def test_distinct_n():
         distinct_n("a b", n=0)
 
 
-@pytest.mark.parametrize("size", ["smoke", "tiny", "small"])
+@pytest.mark.parametrize("size", ["nano", "tiny", "small"])
 def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_parameters(size):
     """Exp 1's parameter-matched arm: within half a d_ff unit's parameters of the encoder-decoder."""
     from course.accounting import num_parameters
@@ -75,7 +75,7 @@ def test_matched_d_ff_gives_the_decoder_only_model_the_encoder_decoders_paramete
 
     def total(cls, **overrides):
         with torch.device("meta"):
-            return num_parameters(cls.from_preset(size, vocab_size=512, **overrides))["total"]
+            return num_parameters(cls.from_size(size, vocab_size=512, **overrides))["total"]
 
     d_ff = matched_d_ff(size, 512)
     per_unit = total(ReferenceDecoderOnly, d_ff=d_ff + 1) - total(ReferenceDecoderOnly, d_ff=d_ff)
@@ -110,7 +110,7 @@ def test_train_config_has_no_hidden_defaults():
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full", "gpu"])
-def test_a_dry_run_keeps_the_presets_shapes_and_cuts_its_counts(name):
+def test_a_dry_run_keeps_the_budgets_shapes_and_cuts_its_counts(name):
     """``gpu-dry`` is the gpu budget's models and lengths for two steps, at batches a CPU can hold: what a
     first run needs."""
     from course.budgets import DRY_RUN, DRY_RUN_MAX_BATCH_TOKENS, get_budget
@@ -207,7 +207,7 @@ def test_exp3_control_is_the_baseline_itself_exactly_where_both_are_one_run(monk
     )
 
 
-def test_exp1_arms_follow_the_preset_and_refuse_to_drop_an_arm_a_verdict_needs():
+def test_exp1_arms_follow_the_budget_and_refuse_to_drop_an_arm_a_verdict_needs():
     from course.budgets import get_budget
     from course.experiments import EXP1_ARMS, exp1_arms
 

@@ -76,7 +76,7 @@ def test_the_2017_embedding_on_gpt2_init_stays_near_the_unigram_loss(default_los
 
 
 # ----------------------------------------------------------------- benchmark parts
-SMOKE = learning.LearningSetup(size="smoke", steps=4, warmup_steps=1, eval_every=2, n_val=8, batch_size=4)
+SMOKE = learning.LearningSetup(size="nano", steps=4, warmup_steps=1, eval_every=2, n_val=8, batch_size=4)
 
 
 @pytest.mark.parametrize("arch", learning.ARCHITECTURES)
@@ -133,7 +133,7 @@ def test_learning_benchmark_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys)
     code = learning.main(
         [
             "--size",
-            "smoke",
+            "nano",
             "--steps",
             "12",
             "--warmup-steps",
@@ -180,10 +180,8 @@ def test_learned_positions_make_ours_compute_exactly_gpt2():
     from tools.peers import copy_gpt2_into_ours, gpt2_pairs, peer_gpt2
 
     torch.manual_seed(0)
-    gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
-    ours = ReferenceDecoderOnly.from_preset(
-        "smoke", vocab_size=97, dropout=0.0, max_len=24, positions="learned"
-    )
+    gpt2 = peer_gpt2("nano", n_positions=24, vocab_size=97)
+    ours = ReferenceDecoderOnly.from_size("nano", vocab_size=97, dropout=0.0, max_len=24, positions="learned")
     copy_gpt2_into_ours(gpt2, ours)
     ids = torch.randint(4, 97, (3, 20))
     ids[1, 12:] = 0  # right padding
@@ -203,7 +201,7 @@ def test_from_gpt2s_initial_weights_ours_trains_exactly_like_gpt2():
     is therefore the draw, not the training."""
     from tools.peers import copy_gpt2_into_ours
 
-    setup = learning.LearningSetup(size="smoke", steps=6, warmup_steps=2, eval_every=3, batch_size=4)
+    setup = learning.LearningSetup(size="nano", steps=6, warmup_steps=2, eval_every=3, batch_size=4)
     rng = random.Random(0)
     rows = [[1] + [rng.randrange(4, 100) for _ in range(rng.randrange(5, 20))] + [2] for _ in range(30)]
     batches = [
@@ -228,8 +226,8 @@ def test_peer_init_gives_ours_every_gpt2_weight_but_the_position_table(tmp_path,
     positions differ; a learned-positions variant then has nothing left to differ and trains like GPT-2."""
     from tools.peers import gpt2_pairs, peer_gpt2
 
-    gpt2 = peer_gpt2("smoke", n_positions=24, vocab_size=97)
-    ours = ReferenceDecoderOnly.from_preset("smoke", vocab_size=97, max_len=24)
+    gpt2 = peer_gpt2("nano", n_positions=24, vocab_size=97)
+    ours = ReferenceDecoderOnly.from_size("nano", vocab_size=97, max_len=24)
     paired = {id(mine) for mine, _, _ in gpt2_pairs(gpt2, ours)}
     theirs = {id(t) for _, t, _ in gpt2_pairs(gpt2, ours)}
     assert all(id(p) in paired for p in ours.parameters())

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from course.accounting import flops_per_token, num_parameters
-from reftx_lib import MODEL_PRESETS, ModelConfig, ReferenceDecoderOnly, ReferenceTransformer
+from reftx_lib import MODEL_SIZES, ModelConfig, ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.model.layers import MultiHeadAttention, causal_mask, key_padding_mask
 from reftx_lib.model.packing import check_batch
 from reftx_lib.train.checkpoint import from_pretrained, save_pretrained
@@ -326,13 +326,13 @@ def test_parameter_formulas_match_modules(cls, tie, positions):
     assert n["non_embedding"] == n["total"] - n["embeddings"] - n["positions"] - n["lm_head"]
 
 
-def test_presets_match_the_seed_table():
+def test_sizes_match_the_seed_table():
     assert {
         k: (v["d_model"], v["n_layers"], v["n_heads"])
-        for k, v in MODEL_PRESETS.items()
-        if k not in ("smoke", "mini")
+        for k, v in MODEL_SIZES.items()
+        if k not in ("nano", "mini")
     } == {"tiny": (128, 2, 4), "small": (256, 4, 8), "medium": (512, 6, 8), "large": (768, 8, 12)}
-    m = ReferenceTransformer.from_preset("small", vocab_size=V, dropout=0.2)
+    m = ReferenceTransformer.from_size("small", vocab_size=V, dropout=0.2)
     assert m.config.d_ff == 1024 and m.config.dropout == 0.2 and len(m.encoder_layers) == 4
 
 
@@ -385,7 +385,7 @@ def test_bad_config_raises_named_value_error(kwargs, field):
 
 def test_unknown_budget_lists_allowed_values():
     with pytest.raises(ValueError, match="allowed values.*large.*small.*tiny"):
-        ReferenceDecoderOnly.from_preset("huge", vocab_size=V)
+        ReferenceDecoderOnly.from_size("huge", vocab_size=V)
 
 
 @pytest.mark.parametrize("cls", MODELS)

@@ -13,7 +13,7 @@ from course.accounting import num_parameters
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.model.layers import prefix_lm_mask
 from reftx_lib.model.packing import check_batch
-from reftx_lib.train.checkpoint import FORMAT, _weights_digest, from_pretrained, load_model, save_pretrained
+from reftx_lib.train.checkpoint import from_pretrained, load_model, save_pretrained
 from reftx_lib.train.step import counted_targets, training_inputs
 
 V = 50  # ids 4.. are ordinary tokens, 0-3 are <pad> <bos> <eos> <sep>
@@ -90,23 +90,20 @@ def test_same_parameters_as_the_decoder_only_model_and_checkpoints_know_it(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))  # same init
 
 
-def test_a_checkpoint_of_the_old_prefix_lm_class_loads_as_the_prefix_lm(tmp_path):
-    """Before issue 28 the prefix LM was a class of its own (``ReferencePrefixLM``), its config had no
-    ``prefix_lm`` and its layer norms sat in residual wrappers (``self_block.norm``, ``ffn_block.norm``)."""
+def test_a_checkpoint_from_before_the_rewrite_is_refused_with_the_fix(tmp_path):
+    """Before issue 28 the prefix LM was a class of its own and the layer norms sat in residual wrappers;
+    such a checkpoint (format reftx-checkpoint-2) is refused with "Train again", never half-loaded."""
     model = make()
-    old = {k: k.replace("_norm.", "_block.norm.") for k in model.state_dict()}  # today's name -> the old one
-    config = {k: v for k, v in model.config.to_dict().items() if k != "prefix_lm"} | {"norm_first": True}
     state = io.BytesIO()
-    torch.save({"format": FORMAT, "model_class": "ReferencePrefixLM", "model_config": config}, state)
+    torch.save({"format": "reftx-checkpoint-2", "model_class": "ReferencePrefixLM"}, state)
     (tmp_path / "old.pt").write_bytes(state.getvalue())
-    header = {"format": FORMAT, "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
-    header["weights_sha256"] = _weights_digest(model, old)  # over the names it was saved under
-    weights = {old[k]: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
-    save_file(weights, tmp_path / "old.safetensors", header)
-    loaded = load_model(tmp_path / "old.pt")
-    assert type(loaded) is ReferenceDecoderOnly and loaded.config == model.config
-    ids = rows(SRC, TGT)
-    torch.testing.assert_close(loaded.eval()(ids)["logits"], model(ids)["logits"])
+    header = {"format": "reftx-checkpoint-2", "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
+    weights = {k.replace("_norm.", "_block.norm."): v for k, v in model.state_dict().items()}
+    save_file(
+        {k: v for k, v in weights.items() if k != "lm_head.weight"}, tmp_path / "old.safetensors", header
+    )
+    with pytest.raises(ValueError, match="before the model's layers were rewritten.*Train again"):
+        load_model(tmp_path / "old.pt")
 
 
 @pytest.mark.parametrize("beams", [1, 3])

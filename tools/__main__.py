@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 import torch
 
-from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.config import MODEL_SIZES
 from reftx_lib.train.device import resolve_device
 from tools.machine import keep_freed_cpu_memory
 from tools.peers import ARCHITECTURES
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--configs",
         nargs="+",
-        choices=sorted(MODEL_PRESETS),
+        choices=sorted(MODEL_SIZES),
         help=f"model sizes (default: the seed's {' '.join(SEED_CONFIGS)})",
     )
     p.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))

@@ -65,7 +65,9 @@ def compare(before: Path, after: Path) -> tuple[int, int, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Compare every notebook found in both folders; exit 1 if any computed number differs."""
     p = argparse.ArgumentParser(prog="python -m tools.compare_runs", description=__doc__.splitlines()[0])
-    p.add_argument("before", type=Path, help="folder of executed notebooks (e.g. runs/smoke of the old commit)")
+    p.add_argument(
+        "before", type=Path, help="folder of executed notebooks (e.g. runs/smoke of the old commit)"
+    )
     p.add_argument("after", type=Path, help="folder of executed notebooks of the new commit")
     args = p.parse_args(argv)
     total = [0, 0, 0]

@@ -55,7 +55,7 @@ from course.benchmarks import gap_verdict, load_stored, merge_stored, verdict_li
 from reftx_lib.constants import BOS_ID, IGNORE_INDEX, PAD_ID, SEP_ID
 from reftx_lib.data.batching import pad_batch
 from reftx_lib.model import packing
-from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.config import MODEL_SIZES
 from reftx_lib.model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.train.loss import training_loss
 from reftx_lib.train.step import training_inputs
@@ -93,8 +93,8 @@ class LearningSetup:
     peer_init: bool = False
 
     def __post_init__(self) -> None:
-        if self.size not in MODEL_PRESETS:
-            raise ValueError(f"unknown size {self.size!r}; allowed values: {sorted(MODEL_PRESETS)}")
+        if self.size not in MODEL_SIZES:
+            raise ValueError(f"unknown size {self.size!r}; allowed values: {sorted(MODEL_SIZES)}")
         for name in ("steps", "batch_size", "max_doc_tokens", "eval_every", "n_val"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -208,7 +208,7 @@ def ours(
 ) -> Side:
     """Our model for ``arch``, trained as ``reftx_lib.train.trainer`` trains it (fused head + loss on CPU)."""
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
-    model: BaseLanguageModel = cls.from_preset(
+    model: BaseLanguageModel = cls.from_size(
         setup.size, vocab_size=vocab_size, dropout=setup.dropout, max_len=max_len, **overrides
     )
     if arch == "decoder-only":
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--{name.replace('_', '-')}",
             type=type(value),
             default=value,
-            choices=sorted(MODEL_PRESETS) if name == "size" else None,
+            choices=sorted(MODEL_SIZES) if name == "size" else None,
         )
     p.add_argument("--seeds", nargs="+", type=int, default=defaults.seeds)
     p.add_argument(

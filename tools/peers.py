@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from reftx_lib.constants import BOS_ID, EOS_ID, PAD_ID
-from reftx_lib.model.config import MODEL_PRESETS
+from reftx_lib.model.config import MODEL_SIZES
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.train.loss import training_loss
 
@@ -47,7 +47,7 @@ def peer_gpt2(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout
     """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings, attention and residuals."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    p = MODEL_PRESETS[size]
+    p = MODEL_SIZES[size]
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=n_positions,
@@ -71,7 +71,7 @@ def peer_mbart(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropou
     FFN)."""
     from transformers import MBartConfig, MBartForConditionalGeneration
 
-    p = MODEL_PRESETS[size]
+    p = MODEL_SIZES[size]
     config = MBartConfig(
         vocab_size=vocab_size,
         max_position_embeddings=n_positions,
@@ -97,7 +97,7 @@ def peer_mbart(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropou
 
 
 def _ours(cls: type, size: str, n_positions: int) -> nn.Module:
-    model = cls.from_preset(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
+    model = cls.from_size(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=n_positions)
     with torch.no_grad():
         # EOS logit becomes exactly 0, below the max of the other 8191 random logits:
         # greedy decoding never stops early, like the peer configured without EOS.

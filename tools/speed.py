@@ -204,7 +204,7 @@ def _trainer_throughput(
 
     cls = ReferenceDecoderOnly if arch == "decoder-only" else ReferenceTransformer
     torch.manual_seed(0)
-    model = cls.from_preset(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=max(map(len, rows)))
+    model = cls.from_size(size, vocab_size=VOCAB_SIZE, dropout=0.0, max_len=max(map(len, rows)))
     warmup = args.warmup
     measured = -(-args.steps // warmup) * warmup  # whole log windows: the warmup ends at a host sync
     config = TrainConfig(

@@ -1,4 +1,4 @@
-"""Model configuration and the seed's size presets.
+"""Model configuration and the seed's model sizes.
 
 One dataclass holds every architectural choice, so a checkpoint can rebuild its
 model from the stored dict alone (see ``ModelConfig.to_dict``).
@@ -14,10 +14,10 @@ POSITIONS = ("sinusoidal", "learned")
 INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
 
 # The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
-# ``smoke`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks,
-# and a step between smoke and tiny for scaling ladders that must fit on a laptop.
-MODEL_PRESETS: dict[str, dict[str, int]] = {
-    "smoke": dict(d_model=32, n_layers=1, n_heads=2),
+# ``nano`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks, and a step
+# between nano and tiny for scaling ladders that must fit on a laptop.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "nano": dict(d_model=32, n_layers=1, n_heads=2),
     "mini": dict(d_model=64, n_layers=2, n_heads=4),
     "tiny": dict(d_model=128, n_layers=2, n_heads=4),
     "small": dict(d_model=256, n_layers=4, n_heads=8),
@@ -98,11 +98,11 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> ModelConfig:
+    def from_size(cls, name: str, vocab_size: int, **overrides) -> ModelConfig:
         """Build a config from a named size, with keyword overrides (e.g. ``dropout=0.0``)."""
-        if name not in MODEL_PRESETS:
-            raise ValueError(f"unknown preset {name!r}; allowed values: {sorted(MODEL_PRESETS)}")
-        return cls(vocab_size=vocab_size, **{**MODEL_PRESETS[name], **overrides})
+        if name not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {name!r}; allowed values: {sorted(MODEL_SIZES)}")
+        return cls(vocab_size=vocab_size, **{**MODEL_SIZES[name], **overrides})
 
     def to_dict(self) -> dict:
         return asdict(self)

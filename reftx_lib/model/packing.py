@@ -62,36 +62,30 @@ def check_ids(ids: torch.Tensor, config, name: str = "input_ids", check_length: 
     """Bad ids give a message naming the field and the fix, not an index error deep in torch.
     ``check_length=False`` is for a packed encoder-decoder row: its source and target are each held
     to ``max_len``, not their sum."""
+    problem = None
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-        raise ValueError(
-            f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}; "
-            "pass the tokenizer's ids, e.g. tok(text, return_tensors='pt').input_ids"
-        )
-    if ids.dim() != 2:
-        raise ValueError(
-            f"{name} must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}"
-        )
-    if ids.numel() == 0:
-        raise ValueError(
-            f"{name} is empty, shape {tuple(ids.shape)}: pass at least one row of at least one token"
-        )
-    if check_length and ids.size(1) > config.max_len:
-        raise ValueError(
-            f"{name} has length {ids.size(1)} > max_len={config.max_len}; "
+        problem = f"must hold integer token ids (torch.long), got dtype {ids.dtype}; pass the tokenizer's ids"
+    elif ids.dim() != 2:
+        problem = f"must be a (batch, length) tensor of token ids, got shape {tuple(ids.shape)}"
+    elif ids.numel() == 0:
+        problem = f"is empty, shape {tuple(ids.shape)}: pass at least one row of at least one token"
+    elif check_length and ids.size(1) > config.max_len:
+        problem = (
+            f"has length {ids.size(1)} > max_len={config.max_len}; "
             "truncate or chunk the input, or build the model with a larger max_len"
         )
-    out_of_range = (ids < 0) | (ids >= config.vocab_size)
-    if bool(out_of_range.any()):
-        raise ValueError(
-            f"{name} holds token id {int(ids[out_of_range][0])} outside [0, vocab_size={config.vocab_size}); "
-            "use the tokenizer the model was built for"
+    elif bool(((ids < 0) | (ids >= config.vocab_size)).any()):
+        bad = int(ids[(ids < 0) | (ids >= config.vocab_size)][0])
+        problem = (
+            f"holds token id {bad} outside [0, vocab_size={config.vocab_size}); use the model's tokenizer"
         )
+    if problem:
+        raise ValueError(f"{name} {problem}")
 
 
 def check_batch(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-    """Refuse right-padded rows (B, L), and labels, that ``model`` would misread, with a message that
-    names the field and the fix. Labels are checked as they will be scored: with no counted token the
-    mean loss would be 0/0 = nan."""
+    """Refuse right-padded rows (B, L), and labels, that ``model`` would misread. Labels are checked as
+    they will be scored: with no counted token the mean loss would be 0/0 = nan."""
     c = model.config
     check_ids(input_ids, c, check_length=not model.is_encoder_decoder)
     scored = None if labels is None else labels[:, 1:]  # a decoder-only model predicts every next token

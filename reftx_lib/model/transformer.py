@@ -47,9 +47,9 @@ class BaseLanguageModel(nn.Module):
             self.lm_head.weight = self.embed.weight
 
     @classmethod
-    def from_preset(cls, name: str, vocab_size: int, **overrides) -> BaseLanguageModel:
+    def from_size(cls, name: str, vocab_size: int, **overrides) -> BaseLanguageModel:
         """A model of one of the seed's sizes (``tiny`` ... ``large``) or ours (``smoke``, ``mini``)."""
-        return cls(config=ModelConfig.from_preset(name, vocab_size, **overrides))
+        return cls(config=ModelConfig.from_size(name, vocab_size, **overrides))
 
     @classmethod
     def from_config(cls, config: ModelConfig | dict) -> BaseLanguageModel:

@@ -33,14 +33,7 @@ MODEL_CLASSES: dict[str, type[BaseLanguageModel]] = {
     "ReferenceTransformer": ReferenceTransformer,
     "ReferenceDecoderOnly": ReferenceDecoderOnly,
 }
-# Before issue 28 each layer's norms sat in residual wrappers: their weights are read under today's names.
-_OLD_NAMES = {
-    ".attn_block.norm.": ".self_norm.",
-    ".self_block.norm.": ".self_norm.",
-    ".cross_block.norm.": ".cross_norm.",
-    ".ffn_block.norm.": ".ffn_norm.",
-}
-FORMAT = "reftx-checkpoint-2"  # safetensors weights + a weights_only state file
+FORMAT = "reftx-checkpoint-3"  # safetensors weights + a weights_only state file, the layout of issue 28
 # The TrainConfig fields that decide the weights a run produces. Paths, stopping rules (stop_after,
 # max_time_s), evaluation and logging settings do not: a run may move, or continue past where it stopped.
 OPTIMIZER_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip")
@@ -75,31 +68,10 @@ def weights_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".safetensors")
 
 
-def _current(model_class: str, model_config: dict) -> tuple[str, dict]:
-    """A stored model's class and config as named today: before issue 28 the prefix LM was a class of
-    its own, now the decoder-only model with ``prefix_lm=True``."""
-    if model_class == "ReferencePrefixLM":
-        return "ReferenceDecoderOnly", {**model_config, "prefix_lm": True}
-    return model_class, model_config
-
-
-def _renamed(weight_names) -> dict[str, str]:
-    """{today's name: stored name} for the weights a checkpoint stored under older names (``_OLD_NAMES``)."""
-    renamed = {}
-    for name in weight_names:
-        new = name
-        for old, now in _OLD_NAMES.items():
-            new = new.replace(old, now)
-        if new != name:
-            renamed[new] = name
-    return renamed
-
-
-def _weights_digest(model: torch.nn.Module, renamed: dict[str, str] | None = None) -> str:
-    """sha256 over every weight's name (as stored, see ``_renamed``) and bytes, in name order."""
+def _weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every weight's name and bytes, in name order."""
     digest = hashlib.sha256()
-    named = ((renamed.get(k, k) if renamed else k, t) for k, t in model.state_dict().items())
-    for name, tensor in sorted(named, key=lambda item: item[0]):
+    for name, tensor in sorted(model.state_dict().items(), key=lambda item: item[0]):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -180,6 +152,11 @@ def _header(path: Path) -> dict[str, str]:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise _damaged(weights, f"{type(exc).__name__}: {str(exc)[:120]}") from None
+    if metadata.get("format") == "reftx-checkpoint-2":
+        raise ValueError(
+            f"{path} was written before the model's layers were rewritten (issue 28): its weights have "
+            "other names and post-LN or prefix-LM classes may no longer exist. Train again"
+        )
     if metadata.get("format") != FORMAT:
         raise _damaged(weights, f"format {metadata.get('format')!r}, expected {FORMAT!r}")
     return metadata
@@ -212,26 +189,18 @@ def restore_weights(model: BaseLanguageModel, ckpt: dict) -> BaseLanguageModel:
     their sha256; a model of another shape is an error that names the file."""
     weights = weights_path(ckpt["path"])
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            renamed = _renamed(f.keys())
-        hook = model.register_load_state_dict_pre_hook(
-            lambda module, state, *_: state.update({new: state.pop(old) for new, old in renamed.items()})
-        )
-        try:
-            load_weights(model, str(weights), strict=True)
-        finally:
-            hook.remove()
+        load_weights(model, str(weights), strict=True)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _damaged(weights, f"{type(exc).__name__}: {str(exc)[:160]}") from None
-    if _weights_digest(model, renamed) != ckpt["weights_sha256"]:
+    if _weights_digest(model) != ckpt["weights_sha256"]:
         raise _damaged(weights, "the weights' sha256 differs from the one recorded in its header")
     return model
 
 
 def model_from(ckpt: dict) -> BaseLanguageModel:
     """The trained model of a checkpoint read by ``load_checkpoint``, rebuilt from its class and config."""
-    model_class, model_config = _current(ckpt["model_class"], ckpt["model_config"])
-    return restore_weights(MODEL_CLASSES[model_class](config=ModelConfig.from_dict(model_config)), ckpt)
+    model = MODEL_CLASSES[ckpt["model_class"]](config=ModelConfig.from_dict(ckpt["model_config"]))
+    return restore_weights(model, ckpt)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> BaseLanguageModel:
@@ -247,7 +216,6 @@ def run_identity(model_class: str, model_config: dict, train_config: dict) -> di
     """What makes two runs the same run: the model's class and config, and the ``RUN_FIELDS`` of its
     training config. A checkpoint is reused or resumed only by the run that wrote it, never overwritten
     by another (``check_same_run``), so a rerun notebook never mixes two runs' weights."""
-    model_class, model_config = _current(model_class, model_config)
     config = ModelConfig.from_dict(model_config).to_dict()
     identity = {"model_class": model_class, **{f"model.{k}": v for k, v in config.items()}}
     for name in RUN_FIELDS:

@@ -1,5 +1,4 @@
-"""Picks and names the device (so no notebook hard-codes ``.cuda()``) and reads the memory a run takes.
-It imports nothing of reftx, so ``course.results`` names the device without loading the models."""
+"""Which device (so no notebook hard-codes ``.cuda()``), its name and memory; imports nothing of reftx."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent CPU run."""
     if isinstance(device, torch.device):
         return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of auto, cpu, cuda (or cuda:N), got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -26,12 +24,9 @@ def cpu_model() -> str:
     """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def device_name(device: torch.device) -> str:
@@ -51,6 +46,5 @@ def current_rss_mb() -> float:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory torch allocated on CUDA; on CPU the process-wide RSS, comparable only between runs made
-    the same way."""
+    """Peak memory torch allocated on CUDA; on CPU the process-wide RSS (compare only like runs)."""
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else current_rss_mb()

@@ -1,10 +1,5 @@
-"""Held-out loss and perplexity, generated summaries and ROUGE.
-
-Perplexity is always token-weighted (total NLL over total counted tokens), so
-batches of different sizes cannot skew it. ``second_half_only`` gives the one
-like-for-like comparison between the architectures in Exp 1: both models are
-scored on exactly the same second-half tokens of the same documents.
-"""
+"""Held-out loss and perplexity (token-weighted, so batch sizes cannot skew it), generated summaries and
+ROUGE. ``second_half_only`` scores both architectures on the same second-half tokens (Exp 1)."""
 
 from __future__ import annotations
 
@@ -33,28 +28,20 @@ def evaluate_loss(
     max_batches: int | None = None,
     label_rows: list[list[int]] | None = None,
 ) -> dict[str, float]:
-    """Token-weighted mean loss and perplexity of ``rows`` (labels = the rows themselves).
-
-    ``max_batches`` evaluates a fixed, seeded subset of batches (the same one at
-    every call), so periodic validation during training is cheap and comparable.
-    ``label_rows`` replaces the labels, e.g. with -100 on tokens that must not count.
-    """
+    """Token-weighted loss and perplexity of ``rows`` (labels: the rows, or ``label_rows`` with -100 where
+    nothing counts); ``max_batches`` takes the same seeded subset at each call, so validations compare."""
     device = resolve_device(device)
     was_training = model.training
     model.eval()
-    lengths = [len(r) for r in rows]
-    batches = token_budget_batches(lengths, batch_tokens, shuffle=True, seed=0)[:max_batches]
+    batches = token_budget_batches([len(r) for r in rows], batch_tokens, shuffle=True, seed=0)[:max_batches]
     total_nll, total_tokens = 0.0, 0
     for index in batches:
         ids = pad_batch([rows[i] for i in index]).to(device)  # (B, T)
-        labels = (
-            ids if label_rows is None else pad_batch([label_rows[i] for i in index], IGNORE_INDEX).to(device)
-        )
+        labels = ids if label_rows is None else pad_batch([label_rows[i] for i in index], IGNORE_INDEX)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(ids, labels=labels)
+            out = model(ids, labels=labels.to(device))
         n = int(out["n_tokens"])
-        total_nll += float(out["loss"]) * n
-        total_tokens += n
+        total_nll, total_tokens = total_nll + float(out["loss"]) * n, total_tokens + n
     model.train(was_training)
     if total_tokens == 0:
         raise ValueError(
@@ -77,18 +64,12 @@ def perplexity(
     batch_tokens: int = 8192,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Perplexity on held-out rows (``input_ids`` and, for the second half, ``source_len``).
-
-    Encoder-decoder rows (``source [SEP] target [EOS]``) are always scored on the
-    target, i.e. the second half. Decoder-only rows (``[BOS] doc [EOS]``) are
-    scored on every next token, or with ``second_half_only`` on exactly the
-    tokens the encoder-decoder predicts: ``doc[len//2:] + [EOS]``.
-    """
+    """Perplexity on held-out rows: encoder-decoder ones on their target (the second half), decoder-only ones
+    on every token or, ``second_half_only`` (needs ``source_len``), on what the encoder-decoder predicts."""
     rows = data["input_ids"]
     label_rows = None
     if second_half_only and not model.is_encoder_decoder:
-        # Labels at index i count for the prediction made at i - 1. Position 0 is BOS and
-        # positions 1 .. source_len hold the first half, so mask indices <= source_len.
+        # Label i scores the prediction at i - 1; 0 is BOS, 1..source_len the first half: mask those.
         label_rows = [[IGNORE_INDEX] * (n + 1) + r[n + 1 :] for r, n in zip(rows, data["source_len"])]
     return evaluate_loss(model, rows, batch_tokens, device, label_rows=label_rows)
 
@@ -140,9 +121,5 @@ def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, fl
             f"{len(predictions)} predictions but {len(references)} references: they must pair up"
         )
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
-    for pred, ref in zip(predictions, references):
-        scores = scorer.score(_sentences(ref), _sentences(pred))
-        for key in ROUGE_KEYS:
-            totals[key] += scores[key].fmeasure
-    return {key: 100 * value / len(predictions) for key, value in totals.items()}
+    scores = [scorer.score(_sentences(ref), _sentences(pred)) for pred, ref in zip(predictions, references)]
+    return {key: 100 * sum(s[key].fmeasure for s in scores) / len(predictions) for key in ROUGE_KEYS}

@@ -1,17 +1,10 @@
 """The training loss, with the output head fused into it for CPU training.
 
-Both models end in the same output head (hidden states times the embedding matrix) and the same mean
-cross-entropy over the counted tokens. In a small model with an 8k vocabulary this head is the
-costliest part of a training step: its logits (N tokens x V) are the largest tensor, and the plain
-computation passes over them, or over a gradient as large, about six times in main memory (write the
-logits, log-softmax, its gradient zero-filled and scattered, the log-softmax backward, the two matmuls
-of the backward).
-
-``fused_head_cross_entropy`` does the same maths a chunk of rows at a time and computes the gradients
-during the forward pass: each chunk's logits stay in the CPU cache, the softmax is computed once and
-becomes the gradient in place, and the (N, V) logits never exist. ``training_loss`` (what the trainer,
-the benchmarks and the memory probe call) uses it when the step runs eagerly on a CPU in float32; on a
-GPU, with autocast, or under ``torch.compile`` the plain path runs, which the compiler fuses on its own.
+With an 8k vocabulary the output head is the costliest part of a small model's step: its (N, V) logits
+are the largest tensor, and the plain loss passes over them (or a gradient as large) about six times.
+``fused_head_cross_entropy`` does the same maths a cache-sized chunk of rows at a time and computes the
+gradients during the forward pass, so the logits never exist. ``training_loss`` uses it for eager
+float32 steps on a CPU; on a GPU, under autocast or ``torch.compile`` the plain path runs.
 """
 
 from __future__ import annotations
@@ -20,9 +13,7 @@ import torch
 
 from ..model.transformer import cross_entropy
 
-LOSS_CHUNK_BYTES = (
-    4 * 2**20
-)  # logits per chunk of the fused loss (at least d_model rows): one core's L2 cache
+LOSS_CHUNK_BYTES = 4 * 2**20  # logits per chunk of the fused loss (at least d_model rows): one L2 cache
 
 
 def training_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -43,12 +34,8 @@ def training_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> di
 
 
 def fused_loss_applies(hidden: torch.Tensor) -> bool:
-    """Whether ``fused_head_cross_entropy`` should replace the plain path for these hidden states.
-
-    Only for eager float32 training on a CPU, where it was measured: the chunk
-    size is tuned to a CPU cache, autocast would compute the softmax in low
-    precision, and compiled graphs already fuse the plain loss.
-    """
+    """Only eager float32 training on a CPU, where it was measured: the chunks are sized to a CPU cache,
+    autocast would take the softmax in low precision, and a compiled graph fuses the plain loss itself."""
     return (
         hidden.device.type == "cpu"
         and hidden.dtype == torch.float32
@@ -60,13 +47,9 @@ def fused_loss_applies(hidden: torch.Tensor) -> bool:
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
-    """Sum over rows of ``weight_row * CE(hidden @ head.T, target)``, gradients computed in forward.
-
-    The gradient of a row's cross-entropy with respect to its logits is
-    ``softmax - one_hot(target)``; the gradients of ``hidden`` and ``head`` follow
-    from it by the two matmuls of the head's backward. Rows are processed in
-    chunks so that each chunk's logits stay in cache.
-    """
+    """Sum over rows of ``weight_row * CE(hidden @ head.T, target)``, gradients computed in forward: a
+    row's gradient with respect to its logits is ``softmax - one_hot(target)``, and the gradients of
+    ``hidden`` and ``head`` follow by the head's two matmuls."""
 
     @staticmethod
     def forward(
@@ -80,11 +63,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad_head = None  # (V, D), written by the first chunk, then accumulated
         total = hidden.new_zeros(())
         for start in range(0, hidden.size(0), rows):
-            h, t, w = (
-                hidden[start : start + rows],
-                targets[start : start + rows],
-                row_weight[start : start + rows],
-            )
+            h, t, w = (x[start : start + rows] for x in (hidden, targets, row_weight))
             logits = h @ head.t()  # (c, V)
             lse = logits.logsumexp(dim=-1)  # (c,)
             total += ((lse - logits.gather(1, t[:, None]).squeeze(1)) * w).sum()
@@ -109,16 +88,11 @@ class _HeadCrossEntropy(torch.autograd.Function):
 def fused_head_cross_entropy(
     hidden: torch.Tensor, head: torch.Tensor, labels: torch.Tensor, pad_id: int
 ) -> dict[str, torch.Tensor]:
-    """``cross_entropy(hidden @ head.T, labels, pad_id)`` without materializing the logits.
-
-    hidden (B, T, D), head (V, D) (the output projection's weight), labels (B, T).
-    Same loss and gradients as the plain path up to float rounding (tests compare them).
-    """
+    """``cross_entropy(hidden @ head.T, labels, pad_id)`` without the logits: hidden (B, T, D), head (V, D),
+    labels (B, T). Same loss and gradients as the plain path up to float rounding (tests compare them)."""
     labels = labels.reshape(-1)  # (N,)
     counted = (labels >= 0) & (labels != pad_id)  # (N,)
     n_tokens = counted.sum()
-    row_weight = (
-        counted / n_tokens
-    )  # (N,): each counted token's share of the mean; 0/0 = nan, as the plain path
+    row_weight = counted / n_tokens  # (N,): each counted token's share of the mean; 0/0 = nan, as plain
     loss = _HeadCrossEntropy.apply(hidden.reshape(-1, hidden.size(-1)), head, labels.clamp(min=0), row_weight)
     return {"loss": loss, "n_tokens": n_tokens}
