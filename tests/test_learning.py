@@ -14,6 +14,7 @@ import random
 import pytest
 import torch
 
+from course import benchmarks
 from reftx_lib import ReferenceDecoderOnly
 from reftx_lib.train.loss import training_loss
 from reftx_lib.train.trainer import TrainConfig, train
@@ -235,7 +236,7 @@ def test_peer_init_gives_ours_every_gpt2_weight_but_the_position_table(tmp_path,
     assert left_out == ["transformer.wpe.weight"]  # lm_head is tied to wte
 
     monkeypatch.setenv("REFTX_RESULTS_DIR", str(tmp_path))
-    args = "--size smoke --steps 6 --warmup-steps 2 --eval-every 3 --n-val 16 --corpora tinystories"
+    args = "--size nano --steps 6 --warmup-steps 2 --eval-every 3 --n-val 16 --corpora tinystories"
     learned = 'learned:positions="learned"'
     learning.main(
         [
@@ -279,16 +280,16 @@ def _row(ours_by_seed: list[list[float]], peer_by_seed: list[list[float]]) -> di
 
 def test_gap_verdict_pairs_seeds_and_weighs_the_gap_against_their_noise():
     peer = [[9.0, 7.0, 6.0], [9.0, 7.2, 6.2]]
-    within = learning.gap_verdict(_row([[9.0, 7.01, 6.01], [9.0, 7.21, 6.2]], peer), 0.02, 20)
+    within = benchmarks.gap_verdict(_row([[9.0, 7.01, 6.01], [9.0, 7.21, 6.2]], peer), 0.02, 20)
     assert within["status"] == "within" and within["step"] == 25 and abs(within["gap"] - 0.01) < 1e-9
     # Gaps of +0.00 and +0.10 per seed: mean 0.05, standard error 0.05; two seeds need 12.7 of them.
-    undecided = learning.gap_verdict(_row([[9.0, 7.0, 6.0], [9.0, 7.2, 6.3]], peer), 0.02, 20)
+    undecided = benchmarks.gap_verdict(_row([[9.0, 7.0, 6.0], [9.0, 7.2, 6.3]], peer), 0.02, 20)
     assert undecided["status"] == "undecided" and abs(undecided["se"] - 0.05) < 1e-9
     # The same mean gap, agreed on by both seeds: ours is behind.
-    behind = learning.gap_verdict(_row([[9.0, 7.0, 6.05], [9.0, 7.2, 6.25]], peer), 0.02, 20)
+    behind = benchmarks.gap_verdict(_row([[9.0, 7.0, 6.05], [9.0, 7.2, 6.25]], peer), 0.02, 20)
     assert behind["status"] == "behind" and behind["se"] < 1e-9
     # The untrained step 0 and the warm-up never count, and one seed gives no noise estimate.
-    one = learning.gap_verdict(_row([[9.5, 7.0, 6.1]], peer[:1]), 0.02, 20)
+    one = benchmarks.gap_verdict(_row([[9.5, 7.0, 6.1]], peer[:1]), 0.02, 20)
     assert one["status"] == "behind" and one["se"] is None and one["step"] == 50
 
 
@@ -307,16 +308,16 @@ def test_stored_runs_merge_with_each_rows_provenance_and_refuse_mismatches():
 
     first = stored([("decoder-only", "textbooks")], "abc", planned=6)
     rest = stored([("encoder-decoder", "samsum")], "def", planned=1, variant_seeds=1)
-    merged = learning.merge_stored([first, rest])
+    merged = benchmarks.merge_stored([first, rest])
     assert [(r["corpus"], r["provenance"]["commit"]) for r in merged["rows"]] == [
         ("textbooks", "abc"),
         ("samsum", "def"),
     ]
     assert (merged["n_rows"], merged["n_rows_planned"]) == (2, 6)
     with pytest.raises(ValueError, match=r"different settings.*\['steps'\]"):
-        learning.merge_stored([first, stored([("decoder-only", "samsum")], "x", 1, steps=100)])
+        benchmarks.merge_stored([first, stored([("decoder-only", "samsum")], "x", 1, steps=100)])
     with pytest.raises(ValueError, match="two stored runs measured decoder-only on textbooks"):
-        learning.merge_stored([first, first])
+        benchmarks.merge_stored([first, first])
     with pytest.raises(ValueError, match=r"variant_seeds must be in \[1, 2\]"):
         learning.LearningSetup(seeds=[0, 1], variant_seeds=3)
 
@@ -326,7 +327,7 @@ def test_pooled_gap_takes_every_corpus_and_seed_pair_with_a_t_interval():
         _row([[9.0, 7.1, 6.1], [9.0, 7.1, 6.3]], [[9.0, 7.0, 6.0], [9.0, 7.0, 6.2]]),
         _row([[9.0, 7.1, 6.0]], [[9.0, 7.0, 6.1]]),
     ]
-    pooled = learning.pooled_gap(rows)  # last-step gaps +0.1, +0.1, -0.1: mean 0.0333, sd 0.1155
+    pooled = benchmarks.pooled_gap(rows)  # last-step gaps +0.1, +0.1, -0.1: mean 0.0333, sd 0.1155
     assert pooled["n"] == 3 and pooled["mean"] == pytest.approx(0.1 / 3)
     assert pooled["high"] - pooled["mean"] == pytest.approx(4.303 * 0.11547 / 3**0.5, rel=1e-3)
 
@@ -351,8 +352,8 @@ def test_plots_draw_every_row_and_the_gap_plot_draws_each_seeds_paired_gap():
         for run in r.values():
             run["curve"] = [list(c) for c in run["curve"]]
     metrics = {"rows": [row, {**row, "corpus": "samsum"}]}
-    assert len(learning.plot_curves(metrics).axes) == 2
-    fig = learning.plot_gaps(metrics)
+    assert len(benchmarks.plot_curves(metrics).axes) == 2
+    fig = benchmarks.plot_gaps(metrics)
     lines = fig.axes[0].get_lines()
     assert len(fig.axes) == 2
     assert list(lines[0].get_ydata()) == pytest.approx([0, 0.03, 0.01])  # seed 0: ours - peer

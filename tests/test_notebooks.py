@@ -62,9 +62,9 @@ def test_committed_outputs_come_from_a_real_run(path):
     )
     assert first is not None, f"{path.name}: no printed output"
     text = "".join(first["text"])
-    match = re.search(
-        r"Run: budget=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+) \| (.+ UTC)", text
-    )
+    # Runs before the budget/size split (issue 28) printed "preset=" for the budget.
+    provenance = r"Run: (?:budget|preset)=(\w+) \| seed=\d+ \| device=(.+?) \| torch (\S+) \| commit (\S+)"
+    match = re.search(provenance + r" \| (.+ UTC)", text)
     assert match, f"{path.name}: the first output is not the provenance line: {text[:200]!r}"
     assert match.group(1) in ("cpu", "full", "gpu"), (
         f"{path.name}: committed outputs come from budget {match.group(1)!r}"

@@ -51,10 +51,10 @@ def test_a_value_beats_the_base_only_by_more_than_twice_the_seed_noise():
 
 
 def test_sweep_end_to_end_at_ci_size(tmp_path, monkeypatch, capsys):
-    """Two base seeds and one other learning rate on a smoke model, two seconds each, with provenance."""
+    """Two base seeds and one other learning rate on a nano model, two seconds each, with provenance."""
     monkeypatch.setenv("REFTX_RESULTS_DIR", str(tmp_path))
     monkeypatch.setattr(sweep, "AXES", {"lr": [4e-3]})
-    args = "--size smoke --seconds 2 --n-train-docs 40 --n-eval-docs 8 --jobs 1 --save test"
+    args = "--size nano --seconds 2 --n-train-docs 40 --n-eval-docs 8 --jobs 1 --save test"
     assert sweep.main(args.split()) == 0
     stored = json.loads((tmp_path / "sweep" / "test.json").read_text())
     points = stored["metrics"]["points"]

@@ -2,9 +2,19 @@
 away), ``stats`` (per layer and head next to uniform attention; headless), ``plots`` (matplotlib) and
 ``explorer`` (ipywidgets, bertviz). Everywhere rows are queries and columns are keys. The course's own
 analyses (Exp 1 and Exp 3) are in ``course.attention``.
+
+The names below are importable from here, each loaded on first use, so that ``stats`` stays headless:
+importing it never loads a plotting or widget library.
 """
 
-from .explorer import AttentionExplorer, to_bertviz
-from .extract import AttentionRecord, extract_attention
-from .plots import plot_attention, plot_attention_grid
-from .stats import attention_stats, uniform_baseline
+import importlib
+
+_HOMES = dict(AttentionExplorer="explorer", to_bertviz="explorer", AttentionRecord="extract")
+_HOMES |= dict(extract_attention="extract", plot_attention="plots", plot_attention_grid="plots")
+_HOMES |= dict(attention_stats="stats", uniform_baseline="stats")
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

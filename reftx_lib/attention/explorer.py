@@ -23,11 +23,8 @@ Labels = Sequence[str] | None
 def to_bertviz(
     record: AttentionRecord | Mapping, *, encoder_tokens: Labels = None, decoder_tokens: Labels = None
 ) -> dict:
-    """Keyword arguments for ``bertviz.head_view`` (or ``model_view``): ``head_view(**to_bertviz(record))``.
-
-    One (1, heads, T_query, T_key) tensor per layer; the decoder-only model gets ``attention`` +
-    ``tokens``. A model's output for one unpadded example works too, with the token labels as keywords.
-    """
+    """Keyword arguments for ``bertviz.head_view``: bertviz wants one (1, heads, T_query, T_key) tensor per
+    layer. A model's output for one unpadded example works too, with the token labels as keywords."""
     if isinstance(record, AttentionRecord):
         layers = {k: [torch.from_numpy(layer)[None] for layer in a] for k, a in record.attentions.items()}
         encoder_tokens, decoder_tokens = record.source_tokens, record.decoder_tokens
@@ -55,12 +52,9 @@ def _source(name: str, spec) -> tuple[int, Callable[[int], AttentionRecord]]:
 
 
 class AttentionExplorer:
-    """Browse attention by source, example, kind, layer, head (or their mean) and query token.
+    """Browse attention by source, example, kind, layer, head and query token, to find heads by eye.
 
-    ``sources`` maps a name to ``(model, examples, tokenizer)`` or to a list of ``AttentionRecord``s,
-    extracted lazily and cached per (source, example). The view is the heat map (the query's row
-    outlined) and the query's top-k keys. Show it as a cell's last line or ``display(explorer.widget)``.
-    """
+    ``sources``: name -> ``(model, examples, tokenizer)`` or a list of ``AttentionRecord``s (lazy)."""
 
     def __init__(self, sources: Mapping[str, tuple | Sequence[AttentionRecord]], top_k: int = 5) -> None:
         if not sources:

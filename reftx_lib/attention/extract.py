@@ -1,8 +1,6 @@
-"""Run a model on examples and keep every attention map: ``extract_attention`` gives one example's
-``AttentionRecord``, ``forward_batch`` a padded batch for statistics over a dataset.
+"""A model's attention maps: ``extract_attention`` for one example, ``forward_batch`` for a padded batch.
 
-**Rows are queries, columns are keys**: ``A[i, j]`` is how much query ``i`` reads key ``j``; rows sum to 1.
-"""
+Rows are queries, columns are keys: ``A[i, j]`` is how much query ``i`` reads key ``j``; rows sum to 1."""
 
 from __future__ import annotations
 
@@ -18,19 +16,13 @@ from ..model.packing import split_packed_row
 from ..model.transformer import ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
-# The model output that holds each kind.
 _OUTPUT_KEYS = {"encoder": "encoder_attentions", "decoder": "decoder_attentions", "cross": "cross_attentions"}
 
 
 @dataclass
 class AttentionRecord:
-    """The attention of one example, padding removed: ``attentions[kind]`` is (layers, heads, T_query, T_key).
-
-    ``encoder``: source x source; ``decoder`` (causal): decoder inputs x decoder inputs, i.e.
-    ``[BOS] + target[:-1]`` for the encoder-decoder (row i predicts ``target[i]``), the ids themselves
-    for the decoder-only model; ``cross``: decoder inputs x source. Ids are kept next to their labels
-    so statistics can be computed later without the model.
-    """
+    """One example's unpadded attention, ``attentions[kind]`` (layers, heads, T_query, T_key); ids kept so
+    statistics need no model. Decoder inputs are ``[BOS] + target[:-1]`` for the encoder-decoder."""
 
     attentions: dict[str, np.ndarray]
     decoder_ids: list[int]
@@ -85,9 +77,7 @@ def as_ids(x) -> list[int]:
 
 
 def _strip_pad(ids: list[int], pad: int) -> list[int]:
-    end = len(ids)
-    while end and ids[end - 1] == pad:
-        end -= 1
+    end = next((k for k in range(len(ids), 0, -1) if ids[k - 1] != pad), 0)
     if not end:
         raise ValueError("example is empty (only padding)")
     return ids[:end]
@@ -153,11 +143,8 @@ def forward_batch(model: nn.Module, examples: Sequence) -> AttentionBatch:
 
 
 def extract_attention(model: nn.Module, example, tokenizer) -> AttentionRecord:
-    """Attention of every layer and head for ONE example, labelled, to look at or plot.
-
-    ``example``: a packed row ``source + [SEP] + target`` (list, tensor or dataset row), a
-    ``(source_ids, target_ids)`` pair, or for the decoder-only model an id sequence; padding is ignored.
-    """
+    """Every layer and head's attention for ONE example (packed row, ``(source, target)`` pair or, for the
+    decoder-only model, an id sequence), labelled, to look at or plot."""
     batch = forward_batch(model, [example])
     src = None if batch.source_ids is None else batch.source_ids[0]
     return AttentionRecord(

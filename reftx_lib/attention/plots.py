@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from .extract import AttentionRecord
 
-AXIS_NAMES = {  # what the rows and columns of each kind are, for titles and axis labels
+AXIS_NAMES = {  # what the rows and columns of each kind are
     "encoder": ("queries (source tokens)", "keys (source tokens)"),
     "decoder": ("queries (decoder inputs)", "keys (decoder inputs)"),
     "cross": ("target tokens (decoder inputs)", "source tokens"),
@@ -44,11 +44,7 @@ def plot_attention(
     columns: str = "keys",
     max_labels: int = 60,
 ) -> Figure:
-    """Heat map of one (T_query, T_key) attention matrix with token labels.
-
-    Title and axis labels state what rows and columns are, so a figure copied out of the notebook
-    still says how to read it.
-    """
+    """Heat map of one (T_query, T_key) matrix whose labels say what rows and columns are, even copied out."""
     matrix = np.asarray(matrix)
     if matrix.shape != (len(query_labels), len(key_labels)):
         labels = f"{len(query_labels)} query and {len(key_labels)} key labels"

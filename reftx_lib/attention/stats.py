@@ -1,9 +1,6 @@
-"""Statistics of attention per layer and head, each next to uniform attention over the same keys.
+"""Attention statistics per layer and head next to uniform attention over the same keys (headless).
 
-``padded_stats`` and ``uniform_stats`` work on a zero-padded batch (B, L, H, T, S), so a dataset is
-measured in batches; ``attention_stats`` and ``uniform_baseline`` summarise records. Only torch and
-numpy: it runs headless.
-"""
+``padded_stats``/``uniform_stats`` take zero-padded batches (B, L, H, T, S); the others take records."""
 
 from __future__ import annotations
 
@@ -37,15 +34,10 @@ def _row_mean(x: Tensor, valid: Tensor) -> Tensor:
 def padded_stats(
     att: Tensor, q_len: Tensor, k_len: Tensor, kind: str, key_mask: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Per-example statistics (B, L, H) of zero-padded ``kind`` attention ``att`` (B, L, H, T, S).
-
-    Each is a mean over the query rows that have a choice (not padding, more than one visible key):
-    ``entropy`` / log(visible keys) (1 = uniform, 0 = one key); ``distance`` = expected |j - i S / T|
-    from the row's *aligned* key (|j - i| for self-attention); mass on the aligned key round(i S / T)
-    (``diagonal``), the key before it (``previous``) and key 0 (``first``); for cross-attention
-    ``monotonicity``, the Spearman correlation of row index and argmax key (NaN if the argmax never
-    moves); with ``key_mask`` (B, S) bool ``key_mass``, the mass on the masked keys.
-    """
+    """Per-example statistics (B, L, H) of zero-padded ``kind`` attention ``att`` (B, L, H, T, S), each a mean
+    over rows with a choice: normalised ``entropy``, ``distance`` |j - i S / T|, mass on the aligned key
+    (``diagonal``), the one before (``previous``), key 0 (``first``), masked keys (``key_mass``); cross
+    gets ``monotonicity`` (Spearman of row index and argmax key)."""
     b, n_layers, n_heads, t, s = att.shape
     visible = _visible(k_len, t, s, kind == "decoder")  # (B, T, S)
     n_keys = visible.sum(-1)  # (B, T)
@@ -73,8 +65,7 @@ def padded_stats(
 
 
 def _spearman_with_position(argmax: Tensor, rows: Tensor) -> Tensor:
-    """Spearman correlation (B, L, H) of row index and ``argmax`` (B, L, H, T) over ``rows`` (B, T); ties
-    get averaged ranks, as in ``scipy.stats.spearmanr``."""
+    """Spearman (B, L, H) of row index and ``argmax`` (B, L, H, T) over ``rows`` (B, T), ties as scipy's."""
     valid = rows[:, None, None, :]  # (B, 1, 1, T)
     pair = valid[..., None] & valid[..., None, :]  # (B, 1, 1, T, T) both rows valid
     less = ((argmax[..., None, :] < argmax[..., :, None]) & pair).sum(-1)  # (B, L, H, T)
@@ -91,10 +82,7 @@ def _spearman_with_position(argmax: Tensor, rows: Tensor) -> Tensor:
 def uniform_stats(
     att: Tensor, q_len: Tensor, k_len: Tensor, kind: str, key_mask: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """``padded_stats`` of uniform attention over the keys each row of ``att`` can see (monotonicity 0).
-
-    Distance and first-token mass depend on length, so a model's number only means something next to this.
-    """
+    """``padded_stats`` of uniform attention over visible keys: the baseline length-dependent stats need."""
     visible = _visible(k_len, att.shape[-2], att.shape[-1], kind == "decoder").float()  # (B, T, S)
     uniform = (visible / visible.sum(-1, keepdim=True).clamp(min=1))[:, None, None].expand_as(att)
     stats = padded_stats(uniform, q_len, k_len, kind, key_mask)
@@ -107,10 +95,8 @@ def stack_records(records: Records, kind: str) -> tuple[Tensor, Tensor, Tensor]:
     """Zero-pad records' ``kind`` attention into (B, L, H, T, S), with the query and key lengths (B,)."""
     records = [records] if isinstance(records, AttentionRecord) else list(records)
     shapes = [r.attention(kind).shape for r in records]
-    if len({s[:2] for s in shapes}) > 1:
-        raise ValueError(
-            f"records come from models of different sizes (layers, heads): {sorted({s[:2] for s in shapes})}"
-        )
+    if len(sizes := {s[:2] for s in shapes}) > 1:
+        raise ValueError(f"records come from models of different sizes (layers, heads): {sorted(sizes)}")
     att = torch.zeros(len(records), *shapes[0][:2], max(s[2] for s in shapes), max(s[3] for s in shapes))
     for b, r in enumerate(records):
         att[b, :, :, : shapes[b][2], : shapes[b][3]] = torch.from_numpy(r.attentions[kind])
@@ -123,8 +109,7 @@ def _summarise(stats: dict[str, Tensor]) -> dict[str, np.ndarray]:
 
 
 def attention_stats(records: Records, kind: str) -> dict[str, np.ndarray]:
-    """``{stat: (layers, heads)}`` averaged over the records (see ``padded_stats``), to set next to
-    ``uniform_baseline``."""
+    """``{stat: (layers, heads)}`` averaged over records (see ``padded_stats``), to compare with uniform."""
     return _summarise(padded_stats(*stack_records(records, kind), kind))
 
 

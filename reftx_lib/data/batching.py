@@ -1,9 +1,5 @@
-"""Padding and token-budget batching for variable-length rows.
-
-A fixed number of rows per batch wastes memory on padding when lengths vary (SAMSum dialogues run
-from 10 to 1000+ tokens); a token budget over rows of similar length keeps batches the same size in
-memory and padding low.
-"""
+"""Padding and token-budget batching: with lengths from 10 to 1000+ tokens (SAMSum), a token budget over
+rows of similar length keeps batch memory even and padding low, where fixed row counts would not."""
 
 from __future__ import annotations
 
@@ -44,13 +40,8 @@ def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[lis
 def token_budget_batches(
     lengths: Sequence[int], max_tokens: int, shuffle: bool, seed: int, pool_size: int = 1024
 ) -> list[list[int]]:
-    """Group example indices into batches with ``len(batch) * max_len(batch) <= max_tokens``.
-
-    ``shuffle=False`` (evaluation) sorts all examples by length, for the least padding;
-    ``shuffle=True`` (training) shuffles with ``seed``, sorts within pools of ``pool_size``
-    (bucketing) and shuffles the batches. The budget is a hard memory limit, so an example longer
-    than ``max_tokens`` is an error, not an over-budget batch.
-    """
+    """Group example indices into batches with ``len(batch) * max_len(batch) <= max_tokens``, a hard memory
+    limit (a longer example is an error). Evaluation sorts by length; training buckets in shuffled pools."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     too_long = [i for i, n in enumerate(lengths) if n > max_tokens]

@@ -94,11 +94,8 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
 
 
 def split_of(key: str) -> str:
-    """The split (90/5/5 train/validation/test) of a key's sha256 bucket in [0, 100).
-
-    A content hash (not a random permutation) keeps splits identical on every machine and stable
-    when records are added or reordered.
-    """
+    """The 90/5/5 split of a key's sha256 bucket: a content hash keeps splits identical on every machine and
+    stable when records are added or reordered."""
     bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
     return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
 
@@ -136,12 +133,8 @@ def _samsum_hub() -> DatasetDict:
 
 
 def split_sections(text: str) -> list[str]:
-    """Split a Markdown chapter before every line that starts with ``### ``.
-
-    Library of Phi chapters (~27K characters) are far longer than a small model's context, while
-    sections are a natural, self-contained length. The text before the first ``### `` is its own
-    piece; joining the pieces gives back ``text``.
-    """
+    """Split a Markdown chapter before every ``### `` line: chapters (~27K characters) outgrow a small model's
+    context, sections do not. Joining the pieces gives back ``text``."""
     return [piece for piece in _SECTION_START.split(text) if piece]
 
 

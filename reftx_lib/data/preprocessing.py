@@ -1,10 +1,5 @@
-"""Token-level datasets for the experiments, with statistics on what was kept.
-
-Every encoder returns ``(dataset, stats)``: the dataset mirrors the input (``Dataset`` or
-``DatasetDict``) and ``stats`` is a dict of numbers (per split for a ``DatasetDict``), so notebooks
-print how many tokens each format supervises and drops. Packed rows put ``<sep>`` between source and
-target; ``source_len`` / ``target_len`` say where the supervised part is.
-"""
+"""Token-level datasets for the experiments: every encoder returns ``(dataset, stats)`` (stats per split
+for a ``DatasetDict``) so notebooks show how many tokens each format supervises and drops."""
 
 from __future__ import annotations
 
@@ -32,12 +27,8 @@ def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def chunk_document(ids: list[int], max_tokens: int) -> list[list[int]]:
-    """Cut ``ids`` into ceil(n / max_tokens) consecutive windows whose sizes differ by at most one.
-
-    Chunking instead of truncating loses no text (textbook sections run to thousands of tokens), and
-    balanced windows leave no tiny tail (520 tokens with max 510 give 260 + 260, not 510 + 10).
-    ``sum(chunks, []) == ids`` always holds.
-    """
+    """Cut ``ids`` into ceil(n / max_tokens) windows differing in size by at most one: unlike truncation it
+    loses no text, and balanced windows leave no tiny tail (520 tokens, max 510 -> 260 + 260)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     n = len(ids)
@@ -47,11 +38,8 @@ def chunk_document(ids: list[int], max_tokens: int) -> list[list[int]]:
 
 
 def midpoint_split(ids: list[int], sep_id: int = SEP_ID, eos_id: int = EOS_ID) -> list[int]:
-    """Return ``source + [SEP] + target + [EOS]`` split at ``len(ids) // 2`` (odd: the target is longer).
-
-    It turns plain documents into a sequence-to-sequence task, so encoder-decoder and decoder-only
-    models can be compared on identical targets.
-    """
+    """``source + [SEP] + target + [EOS]`` split at ``len(ids) // 2``: documents become a seq2seq task, so
+    both architectures are compared on identical targets."""
     if len(ids) < 2:
         raise ValueError(f"midpoint_split needs a document of at least 2 tokens, got {len(ids)}")
     half = len(ids) // 2
@@ -113,11 +101,8 @@ def _finish_stats(out: Dataset, stats: Stats, supervised: np.ndarray) -> Stats:
 
 
 def _halves(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int, layout, all_supervised: bool):
-    """Chunk documents (``_chunks``) and lay every chunk out as one row, marking its second half.
-
-    ``source_len = len(chunk) // 2`` and ``target_len = len(chunk) - source_len + 1`` (second half
-    plus eos) in every layout, so the layouts' second-half losses are measured on identical tokens.
-    """
+    """Lay every chunk out as one row with the same ``source_len``/``target_len`` (second half + eos) in every
+    layout, so second-half losses are measured on identical tokens."""
     chunks, stats = _chunks(ds, tokenizer, max_doc_tokens, min_doc_tokens)
 
     def rows(batch: dict[str, list]) -> dict[str, list]:
@@ -137,33 +122,23 @@ def _halves(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int, la
 def encode_midpoint(
     ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16, bos: bool = False
 ) -> Encoded:
-    """Encode documents as midpoint-split rows ``source <sep> target <eos>`` (at most 512 tokens by default).
-
-    ``bos=True`` starts every row with ``<bos>`` for the prefix LM, which needs a first input to
-    predict from; the supervised tokens do not change. ``target_len`` counts target tokens + eos.
-    """
+    """Encode documents as midpoint-split rows ``source <sep> target <eos>``; ``bos=True`` prepends ``<bos>``
+    for the prefix LM, which needs a first input to predict from."""
     layout = lambda c: [BOS_ID] * bos + midpoint_split(c)  # noqa: E731
     return _halves(ds, tokenizer, max_doc_tokens, min_doc_tokens, layout, all_supervised=False)
 
 
 @_per_split
 def encode_documents(ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16) -> Encoded:
-    """Encode documents as decoder-only rows ``<bos> chunk <eos>``, with the chunks of ``encode_midpoint``.
-
-    Same chunks and the same ``source_len``/``target_len`` make second-half perplexity comparable with
-    the midpoint split; the stats count every predicted token as supervised, as a language model
-    trains on all of them.
-    """
+    """Encode documents as ``<bos> chunk <eos>`` with ``encode_midpoint``'s chunks, so second-half perplexity
+    compares; every predicted token counts as supervised, as a language model trains on all."""
     layout = lambda c: [BOS_ID] + c + [EOS_ID]  # noqa: E731
     return _halves(ds, tokenizer, max_doc_tokens, min_doc_tokens, layout, all_supervised=True)
 
 
 @_per_split
 def encode_blocks(ds: Data, tokenizer, block_size: int) -> Encoded:
-    """Pack ``<bos> doc <eos>`` of the whole split, in order, into rows of exactly ``block_size``.
-
-    Packing wastes no compute on padding; only the final partial block is dropped (``dropped_tail_tokens``).
-    """
+    """Pack ``<bos> doc <eos>`` of the split, in order, into rows of ``block_size``: no compute on padding."""
     if block_size < 2:
         raise ValueError(f"block_size must be >= 2 (an input and a next token), got {block_size}")
     docs = ds.map(
@@ -184,11 +159,8 @@ def encode_blocks(ds: Data, tokenizer, block_size: int) -> Encoded:
 
 @_per_split
 def encode_samsum(ds: Data, tokenizer, max_source_len: int = 512, max_target_len: int = 128) -> Encoded:
-    """Encode SAMSum as ``dialogue <sep> summary <eos>`` rows, truncation counted, not hidden.
-
-    Summaries keep ``max_target_len - 1`` tokens (eos is in the budget); ``id``, ``dialogue`` and
-    ``summary`` stay for ROUGE against the full text.
-    """
+    """Encode SAMSum as ``dialogue <sep> summary <eos>`` rows, counting truncation; the text columns stay for
+    ROUGE against the full text."""
 
     def rows(batch: dict[str, list]) -> dict[str, list]:
         dialogues, summaries = tokenize(tokenizer, batch["dialogue"]), tokenize(tokenizer, batch["summary"])

@@ -1,9 +1,5 @@
-"""One byte-level BPE tokenizer shared by every experiment in the course.
-
-Training it on the union of the training splits gives all models the same vocabulary, so their
-losses and checkpoints are comparable. Byte-level BPE never emits an unknown token: any UTF-8 text,
-emoji included, round-trips exactly.
-"""
+"""One byte-level BPE tokenizer for every experiment: one vocabulary makes losses and checkpoints comparable,
+and byte-level BPE round-trips any UTF-8 text exactly."""
 
 from __future__ import annotations
 

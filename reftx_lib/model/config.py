@@ -1,8 +1,5 @@
-"""Model configuration and the seed's model sizes.
-
-One dataclass holds every architectural choice, so a checkpoint can rebuild its
-model from the stored dict alone (see ``ModelConfig.to_dict``).
-"""
+"""Model configuration and the seed's model sizes: one dataclass holds every architectural choice, so a
+checkpoint can rebuild its model from the stored dict alone (see ``ModelConfig.to_dict``)."""
 
 from __future__ import annotations
 
@@ -13,9 +10,7 @@ from ..constants import BOS_ID, EOS_ID, PAD_ID, SEP_ID
 POSITIONS = ("sinusoidal", "learned")
 INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and the token embedding
 
-# The seed's table (d_model, layers, heads); d_ff = 4 * d_model.
-# ``nano`` and ``mini`` are ours: a model small enough for unit tests and CI notebooks, and a step
-# between nano and tiny for scaling ladders that must fit on a laptop.
+# The seed's table; d_ff = 4 * d_model. ``nano`` (unit tests) and ``mini`` (laptop scaling ladders) are ours.
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "nano": dict(d_model=32, n_layers=1, n_heads=2),
     "mini": dict(d_model=64, n_layers=2, n_heads=4),
@@ -28,11 +23,8 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every size and switch of a model.
-
-    For ``ReferenceTransformer`` ``n_layers`` is the number of layers *per stack*
-    (encoder and decoder each get ``n_layers``), as in Vaswani et al. (2017).
-    """
+    """Every size and switch of a model; for ``ReferenceTransformer`` ``n_layers`` counts the layers
+    *per stack* (encoder and decoder each), as in Vaswani et al. (2017)."""
 
     vocab_size: int
     d_model: int = 128
@@ -46,20 +38,12 @@ class ModelConfig:
     eos_token_id: int = EOS_ID
     sep_token_id: int = SEP_ID
     tie_embeddings: bool = True
-    # The input embedding (``BaseLanguageModel._embed``). A pre-LN network never normalizes its
-    # residual stream before the final LayerNorm, so what the embedding writes there must be as
-    # small as what each block adds at initialization, and the position signal no larger than the
-    # token signal. The 2017 paper's x sqrt(d_model) and unit-amplitude sinusoids (post-LN, with
-    # N(0, 1/d_model) embeddings) drown both; see notebook 00 and ``tools.learning``.
+    # Pre-LN never normalizes the residual stream before the final LayerNorm, so the 2017 paper's embedding
+    # scale and unit sinusoids would drown what each block adds at init (notebook 00, ``tools.learning``).
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
     position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
-    # "sinusoidal" (the 2017 paper, fixed) or "learned" (GPT-2: a trained (max_len, D) table at N(0, 0.02)).
-    # The two learn alike in ``python -m tools --learning``; see
-    # ``results/bench/learning-cpu.json``.
-    positions: str = "sinusoidal"
-    # A decoder-only model that reads each row up to its first SEP both ways and predicts only after it
-    # (``ReferenceDecoderOnly``): stored here, so a checkpoint rebuilds a prefix LM as one.
-    prefix_lm: bool = False
+    positions: str = "sinusoidal"  # or "learned" (GPT-2's trained (max_len, D) table); they learn alike
+    prefix_lm: bool = False  # decoder-only, reading each row up to its first SEP both ways
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -69,13 +53,12 @@ class ModelConfig:
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads:
+            allowed = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
-                "allowed n_heads values here: "
-                f"{[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
+                f"allowed n_heads values here: {allowed}"
             )
-        if self.position_scale is None:
-            # Each sin/cos entry has RMS 1/sqrt(2); scaled by this, the positions' RMS is INIT_STD.
+        if self.position_scale is None:  # each sin/cos entry has RMS 1/sqrt(2): positions' RMS is INIT_STD
             object.__setattr__(self, "position_scale", INIT_STD * 2**0.5)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
@@ -83,14 +66,8 @@ class ModelConfig:
             raise ValueError(f"position_scale must be positive, got {self.position_scale!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        specials = dict(
-            pad_token_id=self.pad_token_id,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id,
-            sep_token_id=self.sep_token_id,
-        )
-        for name, value in specials.items():
-            if not 0 <= value < self.vocab_size:
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
+            if not 0 <= (value := getattr(self, name)) < self.vocab_size:
                 raise ValueError(f"{name} must be in [0, vocab_size={self.vocab_size}), got {value}")
 
     @property
@@ -109,8 +86,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, stored: dict) -> ModelConfig:
-        """Rebuild a stored config (``to_dict``). A config of an older reftx whose model this one would
-        build differently is refused with the fix (train again), never rebuilt into a silent mismatch."""
+        """Rebuild a stored config, refusing one of an older reftx whose model this one would build
+        differently (never a silent mismatch)."""
         stored = dict(stored)
         if "scale_embedding" not in stored or not stored.pop("norm_first", True):
             raise ValueError(

@@ -1,13 +1,8 @@
 """Start an encoder-decoder from a decoder-only language model (Exp 5).
 
-The decoder-only model's layers have the same parameters as the encoder-decoder's, so its weights seed
-every **encoder** layer (only the mask changes: the weights never saw a bidirectional context), every
-**decoder** layer's self-attention, FFN and norms, and optionally the decoder's **cross-attention**,
-which has no pretrained counterpart: copied from the same layer's self-attention (``cross_init="self"``)
-or left at a fresh init (``cross_init="random"``). The token embedding (and the tied head) is copied
-unless ``init_embedding=False``; copying it alone measures how much of the transfer is only "which
-tokens are alike". Sinusoidal positions let ``max_len`` grow for longer sources.
-"""
+The layers share parameter shapes, so the decoder-only weights seed every encoder layer (only the mask
+changes), every decoder layer's self-attention, FFN and norms, and optionally the cross-attention (which
+has no pretrained counterpart: copied from self-attention, ``cross_init="self"``, or left fresh)."""
 
 from __future__ import annotations
 
@@ -22,8 +17,7 @@ CROSS_INITS = ("self", "random")
 @torch.no_grad()
 def _copy(dst: nn.Module, src: nn.Module) -> None:
     """Copy every parameter of ``src`` into the same-named parameter of ``dst`` (shapes must match)."""
-    dst_params = dict(dst.named_parameters())
-    src_params = dict(src.named_parameters())
+    dst_params, src_params = dict(dst.named_parameters()), dict(src.named_parameters())
     if dst_params.keys() != src_params.keys():
         raise ValueError(
             f"cannot copy {type(src).__name__} into {type(dst).__name__}: parameter names differ "
@@ -42,28 +36,18 @@ def convert_decoder_only_to_encoder_decoder(
     init_embedding: bool = True,
     max_len: int | None = None,
 ) -> ReferenceTransformer:
-    """A ``ReferenceTransformer`` of the same sizes, initialized from ``dec_model``'s weights.
-
-    Parts that are not initialized from ``dec_model`` keep the fresh init of
-    ``ReferenceTransformer`` (seed torch beforehand for a reproducible result):
-    ``init_encoder=False`` leaves the encoder layers and encoder norm fresh,
-    ``init_decoder=False`` leaves the decoder layers (cross-attention included)
-    and decoder norm fresh, ``init_embedding=False`` leaves the shared token embedding (and tied
-    head) fresh. ``cross_init`` ("self" or "random") only matters when
-    the decoder is initialized. The new model lives on ``dec_model``'s device, in
-    training mode; ``dec_model`` is not modified.
-    """
+    """A ``ReferenceTransformer`` of the same sizes, initialized from ``dec_model``'s weights so Exp 5 can
+        measure transfer. ``init_encoder=False`` keeps the encoder fresh, ``init_decoder=False`` the decoder
+    (cross-attention included), ``init_embedding=False`` the shared embedding (seed torch beforehand).
+        The result is on ``dec_model``'s device in training mode; ``dec_model`` is not modified."""
     if not isinstance(dec_model, ReferenceDecoderOnly):
         raise TypeError(f"dec_model must be a ReferenceDecoderOnly, got {type(dec_model).__name__}")
     if cross_init not in CROSS_INITS:
         raise ValueError(f"unknown cross_init {cross_init!r}; allowed values: {list(CROSS_INITS)}")
-    config = dec_model.config.replace(
-        prefix_lm=False, max_len=dec_model.config.max_len if max_len is None else max_len
-    )
-    if config.max_len < dec_model.config.max_len:
-        raise ValueError(
-            f"max_len={config.max_len} is below the pretrained model's {dec_model.config.max_len}"
-        )
+    pretrained_len = dec_model.config.max_len
+    config = dec_model.config.replace(prefix_lm=False, max_len=pretrained_len if max_len is None else max_len)
+    if config.max_len < pretrained_len:
+        raise ValueError(f"max_len={config.max_len} is below the pretrained model's {pretrained_len}")
     device = next(dec_model.parameters()).device
     model = ReferenceTransformer(config=config)  # fresh init first, so the RNG use matches a scratch model
     if init_embedding:

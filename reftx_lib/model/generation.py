@@ -1,10 +1,6 @@
-"""Decoding for both architectures: greedy, sampling (temperature / top-k / top-p) and beam search.
-
-One implementation serves the decoder-only model (its input is a prompt; a prefix LM reads it both
-ways) and the encoder-decoder (its input is the source, encoded once). With ``use_cache=True`` each
-step feeds only the newest token and reuses the cached keys and values; ``use_cache=False``
-recomputes the whole sequence, slow but the reference the cache is tested against.
-"""
+"""Greedy, sampling and beam-search decoding for both models. With ``use_cache=True`` each step feeds only
+the newest token and reuses cached keys and values; ``use_cache=False`` recomputes the whole sequence,
+slow but the reference the cache is tested against."""
 
 from __future__ import annotations
 
@@ -38,8 +34,7 @@ def _start(model, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch
 
 def _next_logits(model, state: dict, new: torch.Tensor) -> torch.Tensor:
     """Append ``new`` (B, n) to the sequence and return the logits (B, V) for what follows."""
-    past = state["seq"].size(1)
-    state["seq"] = torch.cat([state["seq"], new], dim=1)
+    past, state["seq"] = state["seq"].size(1), torch.cat([state["seq"], new], dim=1)
     if state["seq"].size(1) > model.config.max_len:
         raise ValueError(
             f"generation would exceed max_len={model.config.max_len}: "
@@ -50,9 +45,8 @@ def _next_logits(model, state: dict, new: torch.Tensor) -> torch.Tensor:
         hidden = model.decode(ids, state["memory"], state["memory_mask"], state["caches"], offset)[0]
     else:
         mask = None  # the prompt gets its prefix mask once; later tokens see every cached key (causal)
-        if "prefix" in state and offset == 0:
-            prefix = torch.full((ids.size(0),), state["prefix"], device=ids.device)  # (B,)
-            mask = prefix_lm_mask(prefix, ids.size(1))
+        if "prefix" in state and offset == 0:  # a (B,) prefix length per row
+            mask = prefix_lm_mask(torch.full((ids.size(0),), state["prefix"], device=ids.device), ids.size(1))
         hidden = model.decode(ids, mask, state["caches"], offset)[0]
     return model.lm_head(hidden[:, -1])  # (B, V): only the last position needs the output head
 
@@ -60,9 +54,8 @@ def _next_logits(model, state: dict, new: torch.Tensor) -> torch.Tensor:
 def _reorder(state: dict, index: torch.Tensor) -> None:
     """Follow the surviving beams: pick rows ``index`` of every per-row tensor, KV caches included."""
     state.update({key: value[index] for key, value in state.items() if torch.is_tensor(value)})
-    for cache in state["caches"] or []:
-        for kv in cache.values():
-            kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
+    for kv in (kv for cache in state["caches"] or [] for kv in cache.values()):
+        kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -72,32 +65,30 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the token that crosses top_p
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p  # keep the token that crosses top_p
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     return logits
 
 
 def _check_sampling(do_sample: bool, num_beams: int, temperature: float, top_k, top_p) -> None:
     """Sampling options that are out of range, or that the chosen decoding would silently ignore."""
-    if not do_sample:
-        options = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p is not None}
-        ignored = [name for name, changed in options.items() if changed]
-        if ignored:
-            decoding = "beam search" if num_beams > 1 else "greedy decoding"
-            raise ValueError(
-                f"{', '.join(ignored)} only act when sampling, and {decoding} would ignore them; "
-                "pass do_sample=True (with num_beams=1) or leave them at their defaults"
-            )
-        return
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    options = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p is not None}
+    if not do_sample and (ignored := [name for name, changed in options.items() if changed]):
+        raise ValueError(
+            f"{', '.join(ignored)} only act when sampling, and "
+            f"{'beam search' if num_beams > 1 else 'greedy decoding'} would ignore them; "
+            "pass do_sample=True (with num_beams=1) or leave them at their defaults"
+        )
+    finite = isinstance(temperature, (int, float)) and math.isfinite(temperature)
+    if do_sample and not (finite and temperature > 0):
         raise ValueError(
             f"temperature must be a finite number > 0, got {temperature}; "
             "lower it towards 0 for sharper samples, or use do_sample=False for greedy decoding"
         )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if do_sample and top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be an integer >= 1 (keep the k most likely tokens), got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if do_sample and top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] (the probability mass kept), got {top_p!r}")
 
 
@@ -117,15 +108,9 @@ def generate(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Generate up to ``max_new_tokens`` tokens per row and stop rows at EOS.
-
-    Returns the new tokens only, (B, <= max_new_tokens), with padding after a
-    row's EOS. ``num_beams > 1`` runs beam search (deterministic; sampling
-    options are then rejected), scoring finished hypotheses by
-    ``sum log p / length ** length_penalty``. ``no_repeat_ngram_size=n > 0`` forbids any
-    token that would repeat an n-gram of the new tokens (Hugging Face's
-    ``NoRepeatNGramLogitsProcessor``): the usual cure for an undertrained model's loops.
-    """
+    """Generate up to ``max_new_tokens`` tokens per row, stopping rows at EOS: the new tokens only, (B, <=
+    max_new_tokens), padded after EOS. Beam search ranks finished hypotheses by ``sum log p / length **
+    length_penalty``; ``no_repeat_ngram_size=n`` forbids repeating an n-gram, the usual cure for loops."""
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
@@ -161,8 +146,7 @@ def _sample(model, input_ids, max_new_tokens, use_cache, block, pick) -> torch.T
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     state, first = _start(model, input_ids, use_cache)
     logits = _next_logits(model, state, first)  # (B, V)
-    finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
-    out = []
+    finished, out = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device), []
     for _ in range(max_new_tokens):
         if block is not None and out:
             logits = block(torch.stack(out, dim=1), logits)  # (B, V): repeating n-grams at -inf
@@ -181,56 +165,39 @@ def _beam_search(model, input_ids, max_new_tokens, k, length_penalty, use_cache,
     state, first = _start(model, input_ids, use_cache)
     _reorder(state, torch.arange(b, device=device).repeat_interleave(k))  # (B*K) rows
     logits = _next_logits(model, state, first.repeat_interleave(k, dim=0))  # (B*K, V)
-    scores = torch.full((b, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not pick duplicates
+    scores = torch.tensor([0.0] + [float("-inf")] * (k - 1), device=device).repeat(b, 1)  # one live beam
+    # per row at first: the K beams start identical, and K live copies would pick the same tokens
     seqs = torch.empty(b * k, 0, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(b)]
-    done = [False] * b
+    finished, done = [[] for _ in range(b)], [False] * b  # per row: (score, sequence) hypotheses, done
     for step in range(1, max_new_tokens + 1):
-        logp = logits.float().log_softmax(dim=-1)  # (B*K, V)
+        logp, vocab = logits.float().log_softmax(dim=-1), logits.size(-1)  # (B*K, V)
         if block is not None and seqs.size(1):
             logp = block(seqs, logp)  # repeating n-grams at -inf
-        vocab = logp.size(-1)
         candidates = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)  # (B, K*V)
         top_scores, top_idx = candidates.topk(2 * k, dim=1)  # (B, 2K): enough to refill K after EOS
-        next_scores = torch.full((b, k), float("-inf"), device=device)
         next_tokens = torch.full((b, k), pad, dtype=torch.long, device=device)
-        next_beams = torch.zeros((b, k), dtype=torch.long, device=device)
-        for i in range(b):
-            if done[i]:
-                continue
+        next_scores, next_beams = torch.full_like(scores, float("-inf")), torch.zeros_like(next_tokens)
+        for i in [i for i in range(b) if not done[i]]:
             filled = 0
             for score, idx in zip(top_scores[i].tolist(), top_idx[i].tolist()):
-                beam, token = divmod(idx, vocab)
-                if score == float("-inf"):
+                if score == float("-inf") or filled == k:
                     break
+                beam, token = divmod(idx, vocab)
                 if token == eos:
                     seq = torch.cat([seqs[i * k + beam], torch.tensor([eos], device=device)])
                     finished[i].append((score / step**length_penalty, seq))
                 else:
                     next_scores[i, filled], next_tokens[i, filled], next_beams[i, filled] = score, token, beam
                     filled += 1
-                if filled == k:
-                    break
-            finished[i].sort(key=lambda h: h[0], reverse=True)
-            del finished[i][k:]
+            finished[i] = sorted(finished[i], key=lambda h: h[0], reverse=True)[:k]
             best_open = next_scores[i].max().item() / step**length_penalty
             done[i] = filled == 0 or (len(finished[i]) == k and finished[i][-1][0] >= best_open)
         index = (torch.arange(b, device=device)[:, None] * k + next_beams).flatten()  # (B*K,)
-        seqs = torch.cat([seqs[index], next_tokens.flatten()[:, None]], dim=1)
-        scores = next_scores
+        seqs, scores = torch.cat([seqs[index], next_tokens.flatten()[:, None]], dim=1), next_scores
         if all(done) or step == max_new_tokens:
             break
         _reorder(state, index)
         logits = _next_logits(model, state, next_tokens.flatten()[:, None])
-    best = []
-    for i in range(b):
-        if finished[i]:
-            best.append(finished[i][0][1])
-        else:  # no beam reached EOS within max_new_tokens: take the best open one
-            best.append(seqs[i * k + int(scores[i].argmax())])
-    width = max(1, max(len(s) for s in best))
-    out = torch.full((b, width), pad, dtype=torch.long, device=device)
-    for i, seq in enumerate(best):
-        out[i, : len(seq)] = seq
-    return out
+    # A row where no beam reached EOS within max_new_tokens takes its best open beam.
+    best = [finished[i][0][1] if finished[i] else seqs[i * k + int(scores[i].argmax())] for i in range(b)]
+    return torch.nn.utils.rnn.pad_sequence(best, batch_first=True, padding_value=pad)  # (B, <= max_new)

@@ -1,13 +1,9 @@
 """Checkpoints that can be trusted: safe to open, checked when read, written atomically, complete enough
 to resume exactly, and reused only by the run that wrote them (``run_identity``).
 
-A checkpoint is two files side by side: ``<name>.safetensors`` holds the weights (tensors only: no code
-runs when they are read) with the model's class and config in its header; ``<name>.pt`` holds everything
-else a resumed run needs (optimizer, scheduler and RNG states, position in the data, history, training
-config, tokenizer), read with ``torch.load(weights_only=True)``. The header also holds the sha256 of the
-``.pt`` file and of the weights, so a flipped byte, or two files from different saves, is an error that
-names the file, not a model that silently computes something else.
-"""
+``<name>.safetensors`` holds the weights (no code runs when read) with class, config and the sha256 of
+both files in its header; ``<name>.pt`` holds the rest of a run's state, read with ``weights_only=True``,
+so a flipped byte or a torn pair is an error naming the file, never a silently different model."""
 
 from __future__ import annotations
 
@@ -29,13 +25,9 @@ from safetensors.torch import save_model as save_weights
 from ..model.config import ModelConfig
 from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
 
-MODEL_CLASSES: dict[str, type[BaseLanguageModel]] = {
-    "ReferenceTransformer": ReferenceTransformer,
-    "ReferenceDecoderOnly": ReferenceDecoderOnly,
-}
+MODEL_CLASSES = {cls.__name__: cls for cls in (ReferenceTransformer, ReferenceDecoderOnly)}
 FORMAT = "reftx-checkpoint-3"  # safetensors weights + a weights_only state file, the layout of issue 28
-# The TrainConfig fields that decide the weights a run produces. Paths, stopping rules (stop_after,
-# max_time_s), evaluation and logging settings do not: a run may move, or continue past where it stopped.
+# The TrainConfig fields that decide a run's weights (not paths, stopping rules, evaluation or logging).
 OPTIMIZER_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip")
 RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "seed", "data", "tokenizer")
 
@@ -43,11 +35,8 @@ RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "seed", "data", "t
 def rng_state() -> dict:
     """Every random number generator a training step touches (dropout, shuffling), as tensors and numbers."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-    }
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -92,38 +81,20 @@ def _temporary(path: Path, write) -> Path:
 
 
 def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path:
-    """Write ``model`` and ``state`` (optimizer, scheduler, step, ...) as ``path`` plus its ``.safetensors``.
-
-    Temporary files a killed earlier save left behind are removed first.
-    """
+    """Write ``model`` and ``state`` (optimizer, scheduler, step, ...) as ``path`` plus its ``.safetensors``,
+    removing first the temporary files a killed earlier save left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path.name, weights_path(path).name):
         for leftover in path.parent.glob(f".{stale}.*.tmp"):
             leftover.unlink(missing_ok=True)
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": FORMAT,
-            "model_class": type(model).__name__,
-            "model_config": model.config.to_dict(),
-            "rng": rng_state(),
-            **state,
-        },
-        buffer,
-    )
+    head, config = {"format": FORMAT, "model_class": type(model).__name__}, model.config.to_dict()
+    torch.save({**head, "model_config": config, "rng": rng_state(), **state}, buffer := io.BytesIO())
     state_bytes = buffer.getvalue()
-    metadata = {
-        "format": FORMAT,
-        "model_class": type(model).__name__,
-        "model_config": json.dumps(model.config.to_dict()),
-        "state_file": path.name,
-        "state_sha256": hashlib.sha256(state_bytes).hexdigest(),
-        "weights_sha256": _weights_digest(model),
-    }
-    # Both files are written in full before either is renamed into place, so a kill can only fall
-    # between the two renames (microseconds); the weights' header vouches for the state, so even
-    # that torn pair is caught when it is read, never trusted.
+    metadata = {**head, "model_config": json.dumps(config), "state_file": path.name}
+    metadata["state_sha256"] = hashlib.sha256(state_bytes).hexdigest()
+    metadata["weights_sha256"] = _weights_digest(model)
+    # Both files are complete before either is renamed; the header vouches for the state: a torn pair fails.
     state_tmp = _temporary(path, lambda tmp: Path(tmp).write_bytes(state_bytes))
     weights_tmp = _temporary(weights_path(path), lambda tmp: save_weights(model, tmp, metadata=metadata))
     os.replace(state_tmp, path)
@@ -163,10 +134,8 @@ def _header(path: Path) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and check a checkpoint written by ``save_checkpoint``; the weights are loaded by ``model_from``.
-
-    A missing file names the path; a damaged or mismatched one names the file and suggests ``best.pt``.
-    """
+    """Read and check a checkpoint written by ``save_checkpoint`` (weights: ``model_from``), so a damaged or
+    mismatched file is an error naming it and suggesting ``best.pt``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -185,8 +154,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def restore_weights(model: BaseLanguageModel, ckpt: dict) -> BaseLanguageModel:
-    """Load the weights of a checkpoint read by ``load_checkpoint`` into ``model``, checked against
-    their sha256; a model of another shape is an error that names the file."""
+    """Load a ``load_checkpoint`` checkpoint's weights into ``model``, checked against their sha256."""
     weights = weights_path(ckpt["path"])
     try:
         load_weights(model, str(weights), strict=True)
@@ -213,9 +181,8 @@ class CheckpointMismatchError(ValueError):
 
 
 def run_identity(model_class: str, model_config: dict, train_config: dict) -> dict:
-    """What makes two runs the same run: the model's class and config, and the ``RUN_FIELDS`` of its
-    training config. A checkpoint is reused or resumed only by the run that wrote it, never overwritten
-    by another (``check_same_run``), so a rerun notebook never mixes two runs' weights."""
+    """What makes two runs the same (model class and config, ``RUN_FIELDS``): a checkpoint is reused only by
+    the run that wrote it (``check_same_run``), so a rerun notebook never mixes two runs' weights."""
     config = ModelConfig.from_dict(model_config).to_dict()
     identity = {"model_class": model_class, **{f"model.{k}": v for k, v in config.items()}}
     for name in RUN_FIELDS:
@@ -230,18 +197,13 @@ def identity_of(model: BaseLanguageModel, train_config) -> dict:
 
 
 def check_same_run(path: Path, wanted: dict, action: str, fix: str) -> dict:
-    """The checkpoint at ``path`` if the run ``wanted`` (a ``run_identity``) wrote it; otherwise a
-    ``CheckpointMismatchError`` naming every setting in which the two runs differ, and ``fix``."""
+    """The checkpoint at ``path`` if run ``wanted`` wrote it, else an error naming every differing setting."""
     ckpt = load_checkpoint(path)
     stored = run_identity(ckpt["model_class"], ckpt["model_config"], ckpt["train_config"])
-    diff = [
-        f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here"
-        for k in sorted(stored.keys() | wanted.keys())
-        if stored.get(k) != wanted.get(k)
-    ]
-    if diff:
+    keys = [k for k in sorted(stored.keys() | wanted.keys()) if stored.get(k) != wanted.get(k)]
+    if diff := "; ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in keys):
         raise CheckpointMismatchError(
-            f"{path} was written by another run ({'; '.join(diff)}), so it cannot be {action}. {fix}"
+            f"{path} was written by another run ({diff}), so it cannot be {action}. {fix}"
         )
     return ckpt
 
@@ -260,8 +222,7 @@ def check_writable(folder: Path) -> None:
 
 
 def save_pretrained(model: BaseLanguageModel, folder: str | Path) -> Path:
-    """``config.json`` (class and config) and ``model.safetensors`` in ``folder``: the layout users of
-    the Hugging Face Hub expect for a trained model, without the training state of a checkpoint."""
+    """``config.json`` and ``model.safetensors`` in ``folder``: the Hugging Face Hub layout, no run state."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"model_class": type(model).__name__, **model.config.to_dict()}

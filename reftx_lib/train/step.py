@@ -1,10 +1,6 @@
-"""One training step, the same everywhere it runs.
-
-The trainer, the memory probe of Exp 1, both benchmarks and the notebooks all
-train through ``training_step``: what one of them measures is what the others do.
-Its inputs are built and checked on the host (``training_inputs``), so a step on an
-accelerator never waits for a device-to-host copy.
-"""
+"""One training step, the same everywhere it runs (trainer, Exp 1's memory probe, benchmarks, notebooks),
+so what one of them measures is what the others do. Inputs are built and checked on the host
+(``training_inputs``), so a step on an accelerator never waits for a device-to-host copy."""
 
 from __future__ import annotations
 
@@ -17,11 +13,8 @@ from ..model.packing import check_batch
 
 
 def training_inputs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Forward arguments for training ``model`` on right-padded rows ``ids`` (B, L), checked on the host.
-
-    The encoder-decoder's rows are split at SEP here too: the split needs each row's SEP
-    position and the longest source and target, which are host values.
-    """
+    """Forward arguments for training ``model`` on right-padded rows ``ids`` (B, L), checked on the host,
+    where the encoder-decoder's split at SEP is also done because it needs host values."""
     check_batch(model, ids)
     if model.is_encoder_decoder:
         src, tgt, labels = model.split_packed(ids, ids)
@@ -30,9 +23,8 @@ def training_inputs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torc
 
 
 def counted_targets(model: torch.nn.Module, ids: torch.Tensor) -> int:
-    """Tokens the training loss counts in right-padded rows ``ids`` (B, L): every next token of a
-    decoder-only row, the target after each row's first SEP for the encoder-decoder and the prefix LM.
-    Tokens per second of training are only comparable between the architectures when counted this way."""
+    """Tokens the training loss counts in right-padded rows ``ids`` (B, L) (for the encoder-decoder and the
+    prefix LM only those after each row's first SEP), so tokens per second compare across architectures."""
     c = model.config
     real = int((ids != c.pad_token_id).sum())
     if not (model.is_encoder_decoder or c.prefix_lm):
@@ -55,13 +47,9 @@ def training_step(
     grad_clip: float | None = None,
     autocast: AbstractContextManager | None = None,
 ) -> torch.Tensor:
-    """Forward (``loss_fn()``, under ``autocast``), backward, clip, optimizer step, schedule step.
-
-    Returns the loss tensor without reading it, so a GPU step never waits for the host.
-    The gradients are dropped right after the optimizer step (``set_to_none``), so they
-    do not occupy memory during the next forward pass. ``grad_clip`` clips the global
-    norm of ``model``'s gradients; ``None`` leaves them as they are.
-    """
+    """Forward (``loss_fn()``, under ``autocast``), backward, clip (global norm; ``None``: off), optimizer
+    step, schedule step. Returns the loss unread, so a GPU step never waits for the host; gradients are
+    set to None after the step, so they take no memory during the next forward pass."""
     with autocast if autocast is not None else nullcontext():
         loss = loss_fn()
     loss.backward()

@@ -1,14 +1,6 @@
-"""One training loop for both architectures: ``train(model, train_data, val_data, config)``; read it top
-to bottom. AdamW with linear warmup then cosine decay and gradient clipping, bf16 autocast on CUDA (fp32
-on CPU), batches built by token budget, validation every ``eval_every`` steps and an atomic checkpoint
-(``last.pt``, ``best.pt``) at each. The same seed gives a bit-identical history on CPU, a resumed run
-continues exactly where it stopped, a non-finite loss stops the run naming its step, and under
-``torchrun`` it trains data-parallel (DDP) on the same global batches.
-
-A GPU stays busy because nothing waits for a device value between log points: batches are padded and
-split on the host, copied from pinned memory without blocking, and the losses stay on the device until
-one copy every ``log_every`` steps brings the whole window back (``_Run.flush``).
-"""
+"""One training loop for both architectures: AdamW, warmup then cosine decay, bf16 on CUDA, token-budget
+batches, validation and an atomic checkpoint every ``eval_every`` steps, DDP under ``torchrun``. A seed
+repeats a CPU run bit for bit, a resumed run continues exactly, and a GPU never waits for the host."""
 
 from __future__ import annotations
 
@@ -27,14 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data.batching import pad_batch, token_budget_batches
 from ..model.transformer import BaseLanguageModel
-from .checkpoint import (
-    check_same_run,
-    check_writable,
-    identity_of,
-    restore_weights,
-    save_checkpoint,
-    set_rng_state,
-)
+from . import checkpoint as ck
 from .device import peak_memory_mb, resolve_device
 from .evaluation import evaluate_loss
 from .loss import training_loss
@@ -63,8 +48,9 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
-    # Steps between loss copies to the host (and max_time_s checks); None: 1 on CPU, 50 on CUDA.
-    log_every: int | None = None
+    log_every: int | None = (
+        None  # steps per loss copy to the host (and max_time_s check); None: 1 CPU, 50 GPU
+    )
     compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
@@ -74,19 +60,14 @@ class TrainConfig:
         for name in ("max_steps", "batch_tokens", "eval_every", "log_every", "keep_every"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
-            raise ValueError(
-                f"TrainConfig.warmup_steps must be in [0, max_steps={self.max_steps}], "
-                f"got {self.warmup_steps}"
-            )
+        if not 0 <= self.warmup_steps <= self.max_steps:
+            bounds = f"[0, max_steps={self.max_steps}]"
+            raise ValueError(f"TrainConfig.warmup_steps must be in {bounds}, got {self.warmup_steps}")
         self.betas = tuple(self.betas)
 
 
 class History(list):
-    """Per-step records (dicts), oldest first: what ``train`` returns and a checkpoint stores.
-
-    ``pandas.DataFrame(history)`` gives a table to plot; ``course.report`` reads flattening and speed.
-    """
+    """Per-step records (dicts), oldest first: ``pandas.DataFrame(history)`` is a table to plot."""
 
     def evals(self) -> list[dict]:
         """Only the steps at which validation ran."""
@@ -125,8 +106,7 @@ def make_optimizer(
 
 
 def init_distributed() -> tuple[int, int]:
-    """(rank, world size): joins the process group ``torchrun`` set up (gloo on CPU, nccl on GPU) the
-    first time; (0, 1) for a plain single-process run, so one loop serves both."""
+    """(rank, world size), joining ``torchrun``'s process group once; (0, 1) alone: one loop serves both."""
     if not dist.is_available():
         return 0, 1
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -137,31 +117,26 @@ def init_distributed() -> tuple[int, int]:
 def train(
     model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
 ) -> History:
-    """Train ``model`` in place and return its per-step history.
-
-    ``train_data`` / ``val_data``: datasets with an ``input_ids`` column (or lists of token lists); every
-    row is trained with ``labels = input_ids``. ``resume``: a checkpoint path; training continues from its
-    step with its optimizer, scheduler, RNG and data position, so the result equals an uninterrupted run.
-    Only the run that wrote a checkpoint may resume it, and a ``last.pt`` of another run in
-    ``config.checkpoint_dir`` is never overwritten unless ``config.overwrite``.
-    """
+    """Train ``model`` in place on rows of ``input_ids`` (labels = input_ids); ``resume`` continues a
+    checkpoint of this same run exactly (optimizer, schedule, RNG, data position)."""
     run = _Run(model, train_data, val_data, config, resume)  # device, optimizer, schedule, data, position
-    at, end = run.at, min(config.max_steps, config.stop_after or config.max_steps)
+    at, end = run.at, run.end
     checkpoint_every = config.checkpoint_every or config.eval_every
     model.train()
     while at.step < end and (config.max_time_s is None or at.elapsed < config.max_time_s):
         record = run.step(run.next_batch())
-        last = at.step == end
-        evaluate = at.step % config.eval_every == 0 or last
-        checkpoint = at.step % checkpoint_every == 0 or last
+        last, evaluate, save = (
+            at.step == end,
+            at.step % config.eval_every == 0,
+            at.step % checkpoint_every == 0,
+        )
         keep = config.keep_every is not None and at.step % config.keep_every == 0
-        if len(run.window) >= run.log_every or evaluate or checkpoint or keep:
+        if len(run.window) >= run.log_every or last or evaluate or save or keep:
             run.flush()  # the losses to the host; training time is known (max_time_s) only now
             last = last or (config.max_time_s is not None and at.elapsed >= config.max_time_s)
-            evaluate, checkpoint = evaluate or last, checkpoint or last
-        if evaluate:
+        if evaluate or last:
             run.evaluate(record)
-        if checkpoint:
+        if save or last:
             run.save("last.pt")
         if keep:
             run.save(f"step-{at.step}.pt")
@@ -172,20 +147,15 @@ def train(
 
 
 def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> History:
-    """``train``, but reuse ``config.checkpoint_dir``: a finished run is loaded, a partial one resumed.
-
-    Notebooks call this so that rerunning them (or a later notebook that needs the same model) never
-    retrains what is already on disk. A checkpoint is reused only by the run that wrote it
-    (``checkpoint.run_identity``): a moved folder, another ``stop_after`` or ``max_time_s`` is the same
-    run, and continues where it stopped. Another run's checkpoint is refused unless ``config.overwrite``.
-    """
+    """``train``, reusing ``config.checkpoint_dir`` so a rerun notebook never retrains what is on disk: the
+    same run's finished checkpoint is loaded, a partial one resumed, another run's refused (``overwrite``)."""
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
     if last is None or not last.is_file() or config.overwrite:
         return train(model, train_data, val_data, config)
-    ckpt = check_same_run(last, identity_of(model, config), "reused by this run", _FIX_FOLDER)
+    ckpt = ck.check_same_run(last, ck.identity_of(model, config), "reused by this run", _FIX_FOLDER)
     if ckpt["step"] < min(config.max_steps, config.stop_after or config.max_steps):
         return train(model, train_data, val_data, config, resume=last)
-    restore_weights(model, ckpt)
+    ck.restore_weights(model, ckpt)
     model.to(resolve_device(config.device)).eval()
     return History(ckpt["history"])
 
@@ -204,19 +174,17 @@ def _rows(data) -> list[list[int]]:
     return rows
 
 
-def _refuse_other_runs(
-    model: BaseLanguageModel, config: TrainConfig, resume: str | Path | None, rank: int
-) -> dict | None:
+def _refuse_other_runs(model, config: TrainConfig, resume: str | Path | None, rank: int) -> dict | None:
     """Check before the first step that nothing of another run is lost; returns the checkpoint ``resume``."""
-    wanted = identity_of(model, config)
+    wanted = ck.identity_of(model, config)
     fix = "Resume with the model, data and settings it was trained with, or start without --resume."
-    ckpt = None if resume is None else check_same_run(Path(resume), wanted, "resumed by this run", fix)
+    ckpt = None if resume is None else ck.check_same_run(Path(resume), wanted, "resumed by this run", fix)
     if config.checkpoint_dir and rank == 0:
-        check_writable(Path(config.checkpoint_dir))
+        ck.check_writable(Path(config.checkpoint_dir))
         last = Path(config.checkpoint_dir) / "last.pt"
         resuming_it = resume is not None and Path(resume).resolve() == last.resolve()
         if last.is_file() and not config.overwrite and not resuming_it:
-            check_same_run(last, wanted, "overwritten", _FIX_FOLDER)
+            ck.check_same_run(last, wanted, "overwritten", _FIX_FOLDER)
     return ckpt
 
 
@@ -232,12 +200,9 @@ class Position:
 
 
 class _Run:
-    """What the steps of one ``train`` call share: the model and its optimizer, schedule, data order and
-    ``Position``, the history, and the window of steps whose losses are still on the device."""
+    """What one ``train`` call's steps share, and the window of steps whose losses are still on the device."""
 
-    def __init__(
-        self, model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None
-    ) -> None:
+    def __init__(self, model, train_data, val_data, config: TrainConfig, resume: str | Path | None) -> None:
         self.device = resolve_device(config.device)
         self.rank, self.world = init_distributed()
         ckpt = _refuse_other_runs(model, config, resume, self.rank)
@@ -251,12 +216,12 @@ class _Run:
         )
         self.at, self.history = Position(), History()
         if ckpt is not None:  # continue exactly: weights, optimizer, schedule, data position, RNG
-            restore_weights(model, ckpt)
+            ck.restore_weights(model, ckpt)
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.at = Position(**{f.name: ckpt[f.name] for f in fields(Position)})
             self.history = History(ckpt["history"])
-            set_rng_state(ckpt["rng"])
+            ck.set_rng_state(ckpt["rng"])
         self.batches = self._epoch_order()
         self.best_val = min((r["val_loss"] for r in self.history.evals()), default=math.inf)
         if self.world > 1:  # DDP averages the gradients of the ranks after each backward pass
@@ -267,21 +232,15 @@ class _Run:
         self.log_every = config.log_every or (50 if self.device.type == "cuda" else 1)
         self.window: list[tuple[dict, torch.Tensor, float]] = []  # (record, loss on device, host seconds)
         self.window_start = 0.0  # when the window's first step began
-        self.bar = tqdm(
-            total=min(config.max_steps, config.stop_after or config.max_steps),
-            initial=self.at.step,
-            desc=type(self.model).__name__,
-            disable=not config.progress or self.rank != 0,
-            dynamic_ncols=True,
-        )
+        self.end = min(config.max_steps, config.stop_after or config.max_steps)
+        name, hidden = type(self.model).__name__, not config.progress or self.rank != 0
+        self.bar = tqdm(total=self.end, initial=self.at.step, desc=name, disable=hidden, dynamic_ncols=True)
 
     def _epoch_order(self) -> list[list[int]]:
-        """This epoch's batches (row indices): token-budget batches, shuffled by seed and epoch."""
         seed, lengths = self.config.seed + self.at.epoch, [len(r) for r in self.train_rows]
         return token_budget_batches(lengths, self.config.batch_tokens, shuffle=True, seed=seed)
 
     def next_batch(self) -> list[int]:
-        """The next batch's row indices; a new epoch starts with a new order."""
         if self.at.batch_pos >= len(self.batches):
             self.at.epoch, self.at.batch_pos = self.at.epoch + 1, 0
             self.batches = self._epoch_order()
@@ -295,9 +254,8 @@ class _Run:
         full = pad_batch([self.train_rows[i] for i in index])  # (B, T): the global batch, on the host
         share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
         inputs = training_inputs(model, share if len(share) else full[:1])
-        if self.device.type == "cuda":
-            inputs = {k: v.pin_memory() for k, v in inputs.items()}
-        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        pin, dev = self.device.type == "cuda", self.device  # pinned memory: the copy does not block
+        inputs = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=True) for k, v in inputs.items()}
         n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), counted_targets(model, full)
         # DDP averages gradients over ranks; weighting each rank's loss by its tokens gives the global mean.
         weight = (world / n_supervised if len(share) else 0.0) if world > 1 else None
@@ -306,27 +264,23 @@ class _Run:
             loss, n_local = self.forward_loss(inputs)
             return loss if weight is None else loss * n_local * weight
 
-        lr, clip = self.scheduler.get_last_lr()[0], self.config.grad_clip
-        loss = training_step(
-            model, loss_fn, self.optimizer, scheduler=self.scheduler, grad_clip=clip, autocast=self.autocast
-        )
+        sched, clip, amp = self.scheduler, self.config.grad_clip, self.autocast
+        lr = sched.get_last_lr()[0]  # this step's rate: the scheduler moves on inside training_step
+        loss = training_step(model, loss_fn, self.optimizer, scheduler=sched, grad_clip=clip, autocast=amp)
         at.step, at.batch_pos = at.step + 1, at.batch_pos + 1
         for key, n in (("tokens", n_tokens), ("supervised", n_supervised), ("padded", full.numel())):
             at.totals[key] += n
         dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
-        totals = (
-            at.totals
-        )  # train_loss and wall_time are filled in by flush, val_loss and val_ppl by evaluate
+        # flush fills in train_loss and wall_time, evaluate val_loss and val_ppl
         record = dict(step=at.step, epoch=at.epoch, train_loss=None, val_loss=None, val_ppl=None, lr=lr)
-        record.update(tokens=totals["tokens"], supervised_tokens=totals["supervised"])
-        record.update(padding_waste=1 - totals["tokens"] / totals["padded"], wall_time=None)
+        record.update(tokens=at.totals["tokens"], supervised_tokens=at.totals["supervised"])
+        record.update(padding_waste=1 - at.totals["tokens"] / at.totals["padded"], wall_time=None)
         record.update(tokens_per_s=n_tokens / dt, peak_mem_mb=peak_memory_mb(self.device))
         self.window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
         return record
 
     def flush(self) -> None:
-        """Bring the window's losses to the host in one copy, fail on the first non-finite one, time the
-        window's steps and log the last one (loss, best validation loss, tokens/s, learning rate)."""
+        """The window's losses to the host in one copy (a GPU runs ahead until then): check, time, log."""
         if not self.window:
             return
         losses = torch.stack([loss for _, loss, _ in self.window])  # (n,) on the device
@@ -343,26 +297,19 @@ class _Run:
                     "Lower the learning rate or check the data of this batch.",
                 )
             self.at.elapsed += dt * scale
-            record.update(
-                train_loss=value, wall_time=self.at.elapsed, tokens_per_s=record["tokens_per_s"] / scale
-            )
+            record.update(train_loss=value, wall_time=self.at.elapsed)
+            record["tokens_per_s"] /= scale
             self.history.append(record)
         self.bar.update(len(self.window))
         best = f"{self.best_val:.3f}" if self.best_val < math.inf else "-"
-        self.bar.set_postfix(
-            loss=f"{values[-1]:.3f}",
-            val=best,
-            tok_s=f"{record['tokens_per_s']:.0f}",
-            lr=f"{record['lr']:.2e}",
-        )
+        tok_s, lr = f"{record['tokens_per_s']:.0f}", f"{record['lr']:.2e}"
+        self.bar.set_postfix(loss=f"{values[-1]:.3f}", val=best, tok_s=tok_s, lr=lr)
         self.window.clear()
 
     def evaluate(self, record: dict) -> None:
         """Validation loss into ``record``; a new best is saved as best.pt, a diverged run stops."""
         config = self.config
-        val = evaluate_loss(
-            self.model, self.val_rows, config.batch_tokens, self.device, max_batches=config.eval_batches
-        )
+        val = evaluate_loss(self.model, self.val_rows, config.batch_tokens, self.device, config.eval_batches)
         record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
         if not math.isfinite(val["ppl"]):  # a NaN loss, or one too large for exp(): diverged
             self._fail(
@@ -376,17 +323,13 @@ class _Run:
 
     def save(self, name: str) -> None:
         """An atomic checkpoint holding everything ``train(resume=...)`` needs to continue exactly."""
-        if self.config.checkpoint_dir is None or self.rank != 0:
+        config = self.config
+        if config.checkpoint_dir is None or self.rank != 0:
             return
-        save_checkpoint(
-            Path(self.config.checkpoint_dir) / name,
-            self.model,
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            **asdict(self.at),  # step, epoch, batch_pos, elapsed, totals
-            history=list(self.history),
-            train_config=asdict(self.config),
-            tokenizer=self.config.tokenizer,
+        state = dict(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+        state.update(asdict(self.at), history=list(self.history), train_config=asdict(config))
+        ck.save_checkpoint(
+            Path(config.checkpoint_dir) / name, self.model, **state, tokenizer=config.tokenizer
         )
 
     def _fail(self, what: str, fix: str) -> NoReturn:
@@ -398,15 +341,9 @@ class _Run:
 
 
 def _forward_loss(model: torch.nn.Module, compile: bool):
-    """``inputs -> (loss, n_tokens)``; compiled if asked.
-
-    Only the loss is asked for (``training_loss``): eagerly on a CPU the output head is
-    fused with the loss (``reftx_lib.train.loss``), and a compiled graph that returned
-    the logits too would make its backward build a zero gradient as large as them (B, T, V).
-    torch.compile's default shape handling suits both kinds of data: fixed-length
-    blocks keep one static graph, and the first change of batch shape recompiles
-    once into a graph for any shape.
-    """
+    """``inputs -> (loss, n_tokens)``, compiled if asked. Only the loss: on a CPU the head is fused with it,
+    and a graph returning the (B, T, V) logits would build as large a zero gradient. Default dynamic shapes
+    keep one graph for fixed-length blocks and recompile once, for any shape, at the first change."""
 
     def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = training_loss(model, inputs)
