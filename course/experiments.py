@@ -9,7 +9,9 @@ model another notebook trains calls the same function, and ``fit`` then reuses t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from reftx_lib.data.corpora import load_corpus
 from reftx_lib.data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
 from reftx_lib.model.config import ModelConfig
 from reftx_lib.model.transformer import BaseLanguageModel, ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.paths import checkpoint_dir
+from reftx_lib.paths import repo_root
 from reftx_lib.train.checkpoint import identity_of
 from reftx_lib.train.trainer import History, TrainConfig, fit
 
@@ -33,6 +35,13 @@ MODEL_KINDS = {
     "prefixlm": ReferenceDecoderOnly,
 }
 RAWTEXT_MODES = ("midpoint", "prefix", "documents", "blocks")
+
+
+def checkpoint_dir(budget: str, name: str) -> Path:
+    """Where model ``name`` trained at ``budget`` is kept for later notebooks (``REFTX_CHECKPOINT_DIR``
+    moves ``<repo>/checkpoints``)."""
+    env = os.environ.get("REFTX_CHECKPOINT_DIR")
+    return (Path(env).expanduser() if env else repo_root() / "checkpoints") / budget / name
 
 
 def samsum_data(cfg: dict, tokenizer) -> tuple[DatasetDict, dict]:
@@ -117,7 +126,7 @@ def train_config(
     if missing:
         raise ValueError(
             f"the budget section for {name!r} lacks {missing}: add them to its table in "
-            "reftx_lib/course/budgets.py, or merge in the section it borrows them from (e.g. exp1_settings)"
+            "course/budgets.py, or merge in the section it borrows them from (e.g. exp1_settings)"
         )
     info = tokenizer_info(tokenizer)
     values = dict(
@@ -224,8 +233,7 @@ def exp1_arms(settings: dict) -> dict[str, tuple[str, str, str]]:
     problems += [f"lack {missing}: every verdict of Exp 1 needs them"] if missing else []
     if problems:
         raise ValueError(
-            f"the rawtext budget's arms {arms} {'; '.join(problems)}; "
-            "fix the `arms` row in reftx_lib/course/budgets.py"
+            f"the rawtext budget's arms {arms} {'; '.join(problems)}; fix the `arms` row in course/budgets.py"
         )
     return {name: spec for name, spec in EXP1_ARMS.items() if name in arms}
 

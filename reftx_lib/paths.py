@@ -36,10 +36,3 @@ def data_search_path() -> list[Path]:
             stacklevel=2,
         )
     return [Path(env).expanduser(), *defaults]
-
-
-def checkpoint_dir(preset: str, name: str) -> Path:
-    """Where model ``name`` trained at ``preset`` is kept for later notebooks (``REFTX_CHECKPOINT_DIR``
-    moves ``<repo>/checkpoints``)."""
-    env = os.environ.get("REFTX_CHECKPOINT_DIR")
-    return (Path(env).expanduser() if env else repo_root() / "checkpoints") / preset / name

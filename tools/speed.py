@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from course.accounting import flops_per_token
+from course.results import cpu_model
 from reftx_lib.constants import SEP_ID
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
-from reftx_lib.train.device import cpu_model
 from reftx_lib.train.step import autocast_for
 from tools.peers import VOCAB_SIZE, build_pair, random_batch
 from tools.timing import paired_ratio, time_generation, time_training

@@ -1,5 +1,4 @@
-"""``AttentionExplorer``, an ipywidgets browser over sources, examples, layers and heads, and
-``to_bertviz``, which hands a record to bertviz's ``head_view``."""
+"""``AttentionExplorer``, an ipywidgets attention browser, and ``to_bertviz``, for bertviz's ``head_view``."""
 
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ Labels = Sequence[str] | None
 def to_bertviz(
     record: AttentionRecord | Mapping, *, encoder_tokens: Labels = None, decoder_tokens: Labels = None
 ) -> dict:
-    """Keyword arguments for ``bertviz.head_view``: bertviz wants one (1, heads, T_query, T_key) tensor per
-    layer. A model's output for one unpadded example works too, with the token labels as keywords."""
+    """``bertviz.head_view`` keywords from a record, or from a model's output for one unpadded example."""
     if isinstance(record, AttentionRecord):
         layers = {k: [torch.from_numpy(layer)[None] for layer in a] for k, a in record.attentions.items()}
         encoder_tokens, decoder_tokens = record.source_tokens, record.decoder_tokens
@@ -52,15 +50,13 @@ def _source(name: str, spec) -> tuple[int, Callable[[int], AttentionRecord]]:
 
 
 class AttentionExplorer:
-    """Browse attention by source, example, kind, layer, head and query token, to find heads by eye.
-
+    """Browse attention by source, example, kind, layer, head and query token, to find heads by eye;
     ``sources``: name -> ``(model, examples, tokenizer)`` or a list of ``AttentionRecord``s (lazy)."""
 
     def __init__(self, sources: Mapping[str, tuple | Sequence[AttentionRecord]], top_k: int = 5) -> None:
         if not sources:
-            raise ValueError(
-                "AttentionExplorer needs at least one source: {name: (model, examples, tokenizer)}"
-            )
+            shape = "{name: (model, examples, tokenizer)}"
+            raise ValueError(f"AttentionExplorer needs at least one source: {shape}")
         self._sources = {name: _source(name, spec) for name, spec in sources.items()}
         if not all(count for count, _ in self._sources.values()):
             raise ValueError("an explorer source needs at least one example or record")
@@ -68,9 +64,8 @@ class AttentionExplorer:
         self.top_k = top_k
         self._shown: np.ndarray | None = None
         self._syncing = False
-        self.source = widgets.Dropdown(
-            options=list(self._sources), description="model/corpus", style={"description_width": "initial"}
-        )
+        style = {"description_width": "initial"}
+        self.source = widgets.Dropdown(options=list(self._sources), description="model/corpus", style=style)
         self.example = widgets.IntSlider(min=0, max=0, description="example", continuous_update=False)
         self.kind = widgets.Dropdown(description="kind")
         self.layer = widgets.IntSlider(min=0, max=0, description="layer", continuous_update=False)

@@ -1,5 +1,4 @@
 """A model's attention maps: ``extract_attention`` for one example, ``forward_batch`` for a padded batch.
-
 Rows are queries, columns are keys: ``A[i, j]`` is how much query ``i`` reads key ``j``; rows sum to 1."""
 
 from __future__ import annotations
@@ -89,9 +88,8 @@ def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int
     encdec = isinstance(model, ReferenceTransformer)
     if isinstance(example, tuple) and len(example) == 2 and not np.isscalar(example[0]):
         if not encdec:
-            raise ValueError(
-                "a (source, target) pair needs an encoder-decoder; give the decoder-only model one id list"
-            )
+            fix = "give the decoder-only model one id list"
+            raise ValueError(f"a (source, target) pair needs an encoder-decoder; {fix}")
         src, tgt = (_strip_pad(as_ids(part), pad) for part in example)
     else:
         ids = _strip_pad(as_ids(example), pad)
@@ -99,9 +97,8 @@ def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int
             return None, ids
         src, tgt = split_packed_row(ids, model.config.sep_token_id)
     if not src or not tgt:
-        raise ValueError(
-            f"need a non-empty source and target, got {len(src)} source and {len(tgt)} target tokens"
-        )
+        got = f"{len(src)} source and {len(tgt)} target tokens"
+        raise ValueError(f"need a non-empty source and target, got {got}")
     return src, tgt
 
 
@@ -119,8 +116,7 @@ class AttentionBatch:
 def forward_batch(model: nn.Module, examples: Sequence) -> AttentionBatch:
     """Run ``examples`` as one padded batch: affordable statistics over a dataset (padding is zeros)."""
     pad = model.config.pad_token_id
-    src, tgt = zip(*(split_example(model, ex) for ex in examples))
-    src, tgt = list(src), list(tgt)
+    src, tgt = map(list, zip(*(split_example(model, ex) for ex in examples)))
     t_len = torch.tensor([len(t) for t in tgt])
     was_training = model.training
     model.eval()  # no dropout; the model goes back in the mode it came in
@@ -143,8 +139,7 @@ def forward_batch(model: nn.Module, examples: Sequence) -> AttentionBatch:
 
 
 def extract_attention(model: nn.Module, example, tokenizer) -> AttentionRecord:
-    """Every layer and head's attention for ONE example (packed row, ``(source, target)`` pair or, for the
-    decoder-only model, an id sequence), labelled, to look at or plot."""
+    """Every layer and head's attention for ONE example (packed row, pair or id list), labelled, to plot."""
     batch = forward_batch(model, [example])
     src = None if batch.source_ids is None else batch.source_ids[0]
     return AttentionRecord(

@@ -1,9 +1,5 @@
-"""The course corpora as Hugging Face ``DatasetDict``s with train/validation/test splits.
-
-Each corpus is looked up in local folders first (``paths.data_search_path``), then on the Hugging Face
-Hub unless ``HF_HUB_OFFLINE=1``. Cleaning goes through ``datasets.map``/``filter`` so it is cached, and
-every dropped record is logged with a count: nothing disappears silently.
-"""
+"""The course corpora as ``DatasetDict``s (train/validation/test), from local folders, else the Hub. Cleaning
+is cached (``datasets.map``/``filter``) and every dropped record is logged: nothing disappears silently."""
 
 from __future__ import annotations
 
@@ -24,14 +20,12 @@ _warned: set[str] = set()
 
 CORPORA = ("samsum", "textbooks", "tinystories")
 SPLITS = ("train", "validation", "test")
-# Files each corpus needs, relative to a data folder (SAMSum's in SPLITS order).
-LOCAL_FILES: dict[str, tuple[str, ...]] = {
+LOCAL_FILES: dict[str, tuple[str, ...]] = {  # relative to a data folder; SAMSum's in SPLITS order
     "samsum": ("samsum/train.jsonl", "samsum/val.jsonl", "samsum/test.jsonl"),
     "textbooks": ("library_of_phi/gpt4_textbook_chapters.jsonl",),
     "tinystories": ("tinystories/tinystories_sample.jsonl",),
 }
-# The fields every record of a local file must hold as non-null strings.
-REQUIRED_FIELDS = {
+REQUIRED_FIELDS = {  # what every record of a local file must hold as non-null strings
     "samsum": ("id", "dialogue", "summary"),
     "textbooks": ("id", "text", "piece_type"),
     "tinystories": ("text",),
@@ -47,11 +41,7 @@ def _warn_once(message: str) -> None:
 
 
 def check_jsonl(path: Path, fields: Sequence[str]) -> None:
-    """Fail with the file, the line and the field when a local JSONL file cannot be used as it is.
-
-    ``datasets`` would report these deep inside the tokenizer or as an empty split. A file that passed
-    is not read again until its size or time changes (recorded in the cache folder).
-    """
+    """Fail naming file, line and field, not deep in ``datasets``; a passed file is rechecked once changed."""
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     record_file = cache_dir() / "checked-data-files.json"
@@ -80,10 +70,8 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
                 raise ValueError(f"{where} a JSON {type(record).__name__}, not an object; {fix}")
             for name in fields:
                 if not isinstance(record.get(name), str):
-                    problem = (
-                        "is missing" if name not in record else f"is {json.dumps(record[name])}, not a string"
-                    )
-                    raise ValueError(f"{where} field {name!r} {problem}; {fix}")
+                    got = "missing" if name not in record else f"{json.dumps(record[name])}, not a string"
+                    raise ValueError(f"{where} field {name!r} is {got}; {fix}")
             records += 1
     if records == 0:
         raise ValueError(f"{path} holds no records, so its split would be empty; {fix}")
@@ -94,8 +82,7 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
 
 
 def split_of(key: str) -> str:
-    """The 90/5/5 split of a key's sha256 bucket: a content hash keeps splits identical on every machine and
-    stable when records are added or reordered."""
+    """90/5/5 split by a key's sha256: identical on every machine, stable when records are added or moved."""
     bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
     return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
 
@@ -133,8 +120,7 @@ def _samsum_hub() -> DatasetDict:
 
 
 def split_sections(text: str) -> list[str]:
-    """Split a Markdown chapter before every ``### `` line: chapters (~27K characters) outgrow a small model's
-    context, sections do not. Joining the pieces gives back ``text``."""
+    """Split a chapter before every ``### `` line: sections fit a small model's context, chapters do not."""
     return [piece for piece in _SECTION_START.split(text) if piece]
 
 
@@ -155,38 +141,27 @@ def _textbooks(chapters: Dataset) -> DatasetDict:
     sections = chapters.map(_explode_sections, batched=True, remove_columns=chapters.column_names)
     n_sections = len(sections)
     sections = sections.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
-    logger.info(
-        "textbooks: %d chapters -> %d sections (dropped %d whitespace-only piece(s))",
-        len(chapters),
-        len(sections),
-        n_sections - len(sections),
-    )
+    message = "textbooks: %d chapters -> %d sections (dropped %d whitespace-only piece(s))"
+    logger.info(message, len(chapters), len(sections), n_sections - len(sections))
     return _hash_split(sections, "chapter_id")  # by chapter: no chapter straddles train and test
 
 
 def _textbooks_hub() -> DatasetDict:
     raw = load_dataset("nampdn-ai/tiny-textbooks", split="train")
-    raw = raw.map(
-        lambda batch, idx: {"text": batch["textbook"], "id": [f"tt-{i}" for i in idx]},
-        batched=True,
-        with_indices=True,
-        remove_columns=raw.column_names,
-    )
+    rows = lambda batch, idx: {"text": batch["textbook"], "id": [f"tt-{i}" for i in idx]}  # noqa: E731
+    raw = raw.map(rows, batched=True, with_indices=True, remove_columns=raw.column_names)
     return _hash_split(raw.add_column("chapter_id", raw["id"]), "text")
 
 
 def _stories(raw: Dataset) -> DatasetDict:
-    raw = raw.map(
-        lambda batch, idx: {"id": [f"ts-{i}" for i in idx], "text": [t.strip() for t in batch["text"]]},
-        batched=True,
-        with_indices=True,
-        remove_columns=raw.column_names,
-    )
+    def rows(batch: dict[str, list], idx: list[int]) -> dict[str, list]:
+        return {"id": [f"ts-{i}" for i in idx], "text": [t.strip() for t in batch["text"]]}
+
+    raw = raw.map(rows, batched=True, with_indices=True, remove_columns=raw.column_names)
     return _hash_split(raw, "text")
 
 
-# name -> (load from the local files LOCAL_FILES[name], load from the Hub)
-_LOADERS = {
+_LOADERS = {  # name -> (load from the local files LOCAL_FILES[name], load from the Hub)
     "samsum": (lambda files: _clean_samsum(_json(dict(zip(SPLITS, map(str, files))))), _samsum_hub),
     "textbooks": (lambda files: _textbooks(_json(str(files[0]), split="train")), _textbooks_hub),
     "tinystories": (
@@ -197,11 +172,7 @@ _LOADERS = {
 
 
 def load_corpus(name: str, search_path: list[Path] | None = None) -> DatasetDict:
-    """Load corpus ``name`` with splits train/validation/test, from disk or the Hub.
-
-    Local folders come first because the course must run offline and the Hub copies of some corpora
-    have disappeared; the Hub is a fallback for users with internet.
-    """
+    """Corpus ``name`` (train/validation/test), local folders first: the course must run offline."""
     if name not in CORPORA:
         raise ValueError(f"Unknown corpus {name!r}; choose one of {CORPORA}.")
     folders = data_search_path() if search_path is None else [Path(p) for p in search_path]

@@ -1,5 +1,4 @@
-"""Token-level datasets for the experiments: every encoder returns ``(dataset, stats)`` (stats per split
-for a ``DatasetDict``) so notebooks show how many tokens each format supervises and drops."""
+"""Token datasets; each encoder returns ``(dataset, stats)`` so notebooks show what a format supervises."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def chunk_document(ids: list[int], max_tokens: int) -> list[list[int]]:
-    """Cut ``ids`` into ceil(n / max_tokens) windows differing in size by at most one: unlike truncation it
-    loses no text, and balanced windows leave no tiny tail (520 tokens, max 510 -> 260 + 260)."""
+    """Balanced windows of at most ``max_tokens``: no text lost, no tiny tail (520, max 510 -> 260 + 260)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     n = len(ids)
@@ -38,8 +36,7 @@ def chunk_document(ids: list[int], max_tokens: int) -> list[list[int]]:
 
 
 def midpoint_split(ids: list[int], sep_id: int = SEP_ID, eos_id: int = EOS_ID) -> list[int]:
-    """``source + [SEP] + target + [EOS]`` split at ``len(ids) // 2``: documents become a seq2seq task, so
-    both architectures are compared on identical targets."""
+    """``source + [SEP] + target + [EOS]`` split at the middle: both architectures get identical targets."""
     if len(ids) < 2:
         raise ValueError(f"midpoint_split needs a document of at least 2 tokens, got {len(ids)}")
     half = len(ids) // 2
@@ -91,27 +88,19 @@ def _chunks(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int) ->
 
 
 def _finish_stats(out: Dataset, stats: Stats, supervised: np.ndarray) -> Stats:
-    input_tokens = int(_row_lengths(out).sum())
-    supervised_tokens = int(supervised.sum())
-    return stats | {
-        "input_tokens": input_tokens,
-        "supervised_tokens": supervised_tokens,
-        "token_utilization": supervised_tokens / input_tokens if input_tokens else 0.0,
-    }
+    inputs, supervised_tokens = int(_row_lengths(out).sum()), int(supervised.sum())
+    share = supervised_tokens / inputs if inputs else 0.0
+    return stats | dict(input_tokens=inputs, supervised_tokens=supervised_tokens, token_utilization=share)
 
 
 def _halves(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int, layout, all_supervised: bool):
-    """Lay every chunk out as one row with the same ``source_len``/``target_len`` (second half + eos) in every
-    layout, so second-half losses are measured on identical tokens."""
+    """Each chunk as one row with the same ``source_len``/``target_len`` in every layout: losses compare."""
     chunks, stats = _chunks(ds, tokenizer, max_doc_tokens, min_doc_tokens)
 
     def rows(batch: dict[str, list]) -> dict[str, list]:
         halves = [len(c) // 2 for c in batch["chunk"]]
-        return {
-            "input_ids": [layout(c) for c in batch["chunk"]],
-            "source_len": halves,
-            "target_len": [len(c) - h + 1 for c, h in zip(batch["chunk"], halves)],
-        }
+        targets = [len(c) - h + 1 for c, h in zip(batch["chunk"], halves)]  # second half + eos
+        return {"input_ids": [layout(c) for c in batch["chunk"]], "source_len": halves, "target_len": targets}
 
     out = chunks.map(rows, batched=True, remove_columns=["chunk"])
     supervised = _row_lengths(out) - 1 if all_supervised else np.asarray(out["target_len"][:], dtype=np.int64)
@@ -122,16 +111,14 @@ def _halves(ds: Dataset, tokenizer, max_doc_tokens: int, min_doc_tokens: int, la
 def encode_midpoint(
     ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16, bos: bool = False
 ) -> Encoded:
-    """Encode documents as midpoint-split rows ``source <sep> target <eos>``; ``bos=True`` prepends ``<bos>``
-    for the prefix LM, which needs a first input to predict from."""
+    """Rows ``source <sep> target <eos>``; ``bos=True`` gives the prefix LM a first input to predict from."""
     layout = lambda c: [BOS_ID] * bos + midpoint_split(c)  # noqa: E731
     return _halves(ds, tokenizer, max_doc_tokens, min_doc_tokens, layout, all_supervised=False)
 
 
 @_per_split
 def encode_documents(ds: Data, tokenizer, max_doc_tokens: int = 510, min_doc_tokens: int = 16) -> Encoded:
-    """Encode documents as ``<bos> chunk <eos>`` with ``encode_midpoint``'s chunks, so second-half perplexity
-    compares; every predicted token counts as supervised, as a language model trains on all."""
+    """``<bos> chunk <eos>`` rows of ``encode_midpoint``'s chunks, all supervised: perplexity compares."""
     layout = lambda c: [BOS_ID] + c + [EOS_ID]  # noqa: E731
     return _halves(ds, tokenizer, max_doc_tokens, min_doc_tokens, layout, all_supervised=True)
 
@@ -159,8 +146,7 @@ def encode_blocks(ds: Data, tokenizer, block_size: int) -> Encoded:
 
 @_per_split
 def encode_samsum(ds: Data, tokenizer, max_source_len: int = 512, max_target_len: int = 128) -> Encoded:
-    """Encode SAMSum as ``dialogue <sep> summary <eos>`` rows, counting truncation; the text columns stay for
-    ROUGE against the full text."""
+    """SAMSum as ``dialogue <sep> summary <eos>`` rows, truncation counted; text columns stay for ROUGE."""
 
     def rows(batch: dict[str, list]) -> dict[str, list]:
         dialogues, summaries = tokenize(tokenizer, batch["dialogue"]), tokenize(tokenizer, batch["summary"])

@@ -28,12 +28,9 @@ _BATCH = 1000
 
 
 def _check_vocab_size(vocab_size: int) -> None:
-    minimum = len(SPECIAL_TOKENS) + 256
+    minimum, why = len(SPECIAL_TOKENS) + 256, f"{len(SPECIAL_TOKENS)} special tokens + 256 byte tokens"
     if vocab_size <= minimum:
-        raise ValueError(
-            f"vocab_size={vocab_size} is too small: it must exceed {minimum} "
-            f"({len(SPECIAL_TOKENS)} special tokens + 256 byte tokens)."
-        )
+        raise ValueError(f"vocab_size={vocab_size} is too small: it must exceed {minimum} ({why}).")
 
 
 def _training_texts(corpora: Sequence[str], search_path: list[Path] | None) -> Iterator[list[str]]:
@@ -48,19 +45,14 @@ def _training_texts(corpora: Sequence[str], search_path: list[Path] | None) -> I
 
 
 def train_bpe(texts: Iterator[list[str]] | Sequence[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:
-    """Train the course's byte-level BPE on ``texts`` (strings or batches of strings).
-
-    Tests and notebooks train tiny tokenizers on a few sentences with exactly the real recipe.
-    """
+    """The course's byte-level BPE trained on ``texts`` (strings or batches): one recipe for every size."""
     _check_vocab_size(vocab_size)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    alphabet, special = pre_tokenizers.ByteLevel.alphabet(), list(SPECIAL_TOKENS)  # special: ids 0..3
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),  # ids 0..3 in this order
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=alphabet, show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
     ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
@@ -72,11 +64,7 @@ def train_bpe(texts: Iterator[list[str]] | Sequence[str], vocab_size: int = 8192
 
 
 def tokenizer_key(vocab_size: int, corpora: Sequence[str], search_path: list[Path] | None = None) -> str:
-    """Short hash naming a cached tokenizer: recipe version, vocab size, corpora and a sha256 of their texts.
-
-    Hashing content (not paths, mtimes or ``datasets`` fingerprints) gives the same key on every
-    machine for the same data, and a new key as soon as the data changes.
-    """
+    """Short hash of recipe, vocab size, corpora and their texts (not paths): the same on every machine."""
     digest = hashlib.sha256()
     for batch in _training_texts(corpora, search_path):
         for text in batch:
@@ -88,12 +76,7 @@ def tokenizer_key(vocab_size: int, corpora: Sequence[str], search_path: list[Pat
 def load_tokenizer(
     vocab_size: int = 8192, corpora: Sequence[str] = CORPORA, search_path: list[Path] | None = None
 ) -> PreTrainedTokenizerFast:
-    """Return the cached tokenizer for these settings, training and saving it if absent.
-
-    Training takes about a minute on the full data, so it happens once per machine; the save is
-    atomic (temporary folder, then rename) so an interrupted run never leaves a half-written
-    tokenizer that later runs would trust.
-    """
+    """The cached tokenizer for these settings, trained once per machine and saved atomically if absent."""
     _check_vocab_size(vocab_size)
     key = tokenizer_key(vocab_size, corpora, search_path)
     final = cache_dir() / f"tokenizer-{key}"
@@ -104,12 +87,7 @@ def load_tokenizer(
         logger.info("trained tokenizer %s (vocab %d) in %.1f s", key, vocab_size, seconds)
         tmp = Path(tempfile.mkdtemp(prefix=f".tokenizer-{key}-", dir=cache_dir()))
         tok.save_pretrained(tmp)
-        info = {
-            "key": key,
-            "vocab_size": vocab_size,
-            "corpora": list(corpora),
-            "train_seconds": round(seconds, 2),
-        }
+        info = dict(key=key, vocab_size=vocab_size, corpora=list(corpora), train_seconds=round(seconds, 2))
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
         try:
             os.rename(tmp, final)
@@ -119,10 +97,7 @@ def load_tokenizer(
 
 
 def cached_tokenizer(key: str) -> PreTrainedTokenizerFast:
-    """The cached tokenizer named ``key`` (as a checkpoint records it), read from its own folder.
-
-    No corpus is read: a trained model can be evaluated or sampled offline with only that folder.
-    """
+    """The cached tokenizer ``key`` (as a checkpoint records it), read without any corpus: works offline."""
     folder = cache_dir() / f"tokenizer-{key}"
     if not (folder / INFO_FILE).is_file():
         raise FileNotFoundError(

@@ -1,10 +1,7 @@
-"""The packed ``source [SEP] target`` row, and the checks a batch passes where it enters.
-
-Every corpus row is one token list. A decoder-only model reads it whole; an encoder-decoder reads the
-part before the first SEP with its encoder and predicts the part after it with its decoder, fed the
-target shifted right ([BOS] + target[:-1]); a prefix LM reads up to the first SEP both ways.
-``check_batch`` runs at the boundary (the trainer, on the host; ``generate``), never in a forward pass.
-"""
+"""The packed ``source [SEP] target`` row, and the checks a batch passes where it enters. A decoder-only
+model reads a row whole; an encoder-decoder encodes the part before the first SEP and predicts the part
+after it, fed [BOS] + target[:-1]; a prefix LM reads up to the first SEP both ways. ``check_batch`` runs
+at the boundary (the trainer, on the host; ``generate``), never in a forward pass."""
 
 from __future__ import annotations
 
@@ -21,10 +18,8 @@ def split_packed(
     is_sep = input_ids == sep_id
     missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
     if missing:
-        raise ValueError(
-            f"packed input rows {missing[:10]} have no SEP token (id {sep_id}); "
-            "pack each row as source + [SEP] + target, or pass src_ids= / tgt_ids="
-        )
+        fix = "pack each row as source + [SEP] + target, or pass src_ids= / tgt_ids="
+        raise ValueError(f"packed input rows {missing[:10]} have no SEP token (id {sep_id}); {fix}")
     src_len = is_sep.int().argmax(dim=1)  # (B,) first SEP
     tgt_len = (input_ids != pad_id).sum(dim=1) - src_len - 1
     if int(src_len.min()) == 0 or int(tgt_len.min()) <= 0:
@@ -50,18 +45,15 @@ def shift_right(tgt_ids: torch.Tensor, bos_id: int) -> torch.Tensor:
 def split_packed_row(row: list[int], sep_id: int) -> tuple[list[int], list[int]]:
     """One packed row (a token list, no padding) -> (source, target), the tokens around its first SEP."""
     if sep_id not in row:
-        raise ValueError(
-            f"packed row has no SEP token (id {sep_id}); pack each row as source + [SEP] + target, "
-            "or pass a (source, target) pair"
-        )
+        fix = "pack each row as source + [SEP] + target, or pass a (source, target) pair"
+        raise ValueError(f"packed row has no SEP token (id {sep_id}); {fix}")
     cut = row.index(sep_id)
     return row[:cut], row[cut + 1 :]
 
 
 def check_ids(ids: torch.Tensor, config, name: str = "input_ids", check_length: bool = True) -> None:
-    """Bad ids give a message naming the field and the fix, not an index error deep in torch.
-    ``check_length=False`` is for a packed encoder-decoder row: its source and target are each held
-    to ``max_len``, not their sum."""
+    """Bad ids give a message naming the field and the fix, not an index error deep in torch; a packed
+    encoder-decoder row passes ``check_length=False``: its source and target are each held to ``max_len``."""
     problem = None
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
         problem = f"must hold integer token ids (torch.long), got dtype {ids.dtype}; pass the tokenizer's ids"
@@ -84,8 +76,7 @@ def check_ids(ids: torch.Tensor, config, name: str = "input_ids", check_length: 
 
 
 def check_batch(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-    """Refuse right-padded rows (B, L), and labels, that ``model`` would misread. Labels are checked as
-    they will be scored: with no counted token the mean loss would be 0/0 = nan."""
+    """Refuse rows (B, L) and labels ``model`` would misread (no scored label: a 0/0 = nan loss)."""
     c = model.config
     check_ids(input_ids, c, check_length=not model.is_encoder_decoder)
     scored = None if labels is None else labels[:, 1:]  # a decoder-only model predicts every next token
@@ -96,10 +87,8 @@ def check_batch(model, input_ids: torch.Tensor, labels: torch.Tensor | None = No
     elif c.prefix_lm:
         missing = (~(input_ids == c.sep_token_id).any(dim=1)).nonzero().flatten().tolist()
         if missing:
-            raise ValueError(
-                f"prefix-LM rows {missing[:10]} have no SEP token (id {c.sep_token_id}); "
-                "pack each row as [BOS] + source + [SEP] + target + [EOS] (layout 'prefix')"
-            )
+            fix = "pack each row as [BOS] + source + [SEP] + target + [EOS] (layout 'prefix')"
+            raise ValueError(f"prefix-LM rows {missing[:10]} have no SEP token (id {c.sep_token_id}); {fix}")
         prefix = (input_ids == c.sep_token_id).int().argmax(dim=1) + 1  # (B,): through the first SEP
         in_prefix = torch.arange(input_ids.size(1), device=input_ids.device) < prefix[:, None]  # (B, L)
         scored = None if labels is None else labels.masked_fill(in_prefix, IGNORE_INDEX)[:, 1:]

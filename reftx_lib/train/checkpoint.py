@@ -1,9 +1,7 @@
 """Checkpoints that can be trusted: safe to open, checked when read, written atomically, complete enough
-to resume exactly, and reused only by the run that wrote them (``run_identity``).
-
-``<name>.safetensors`` holds the weights (no code runs when read) with class, config and the sha256 of
-both files in its header; ``<name>.pt`` holds the rest of a run's state, read with ``weights_only=True``,
-so a flipped byte or a torn pair is an error naming the file, never a silently different model."""
+to resume exactly, and reused only by the run that wrote them (``run_identity``). ``<name>.safetensors``
+holds the weights (no code runs when read) with class, config and both files' sha256 in its header;
+``<name>.pt`` the rest, read ``weights_only``: a flipped byte or a torn pair is an error naming the file."""
 
 from __future__ import annotations
 
@@ -81,8 +79,7 @@ def _temporary(path: Path, write) -> Path:
 
 
 def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path:
-    """Write ``model`` and ``state`` (optimizer, scheduler, step, ...) as ``path`` plus its ``.safetensors``,
-    removing first the temporary files a killed earlier save left behind."""
+    """Write ``model`` and ``state`` as ``path`` and its ``.safetensors``, atomically (see ``_temporary``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path.name, weights_path(path).name):
@@ -134,14 +131,11 @@ def _header(path: Path) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and check a checkpoint written by ``save_checkpoint`` (weights: ``model_from``), so a damaged or
-    mismatched file is an error naming it and suggesting ``best.pt``."""
+    """Read and check a ``save_checkpoint`` file: a damaged one is an error naming it and ``best.pt``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; train first (python -m course train ...) or point to an existing "
-            ".pt file"
-        )
+        fix = "train first (python -m course train ...) or point to an existing .pt file"
+        raise FileNotFoundError(f"no checkpoint at {path}; {fix}")
     metadata = _header(path)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != metadata["state_sha256"]:
@@ -181,8 +175,7 @@ class CheckpointMismatchError(ValueError):
 
 
 def run_identity(model_class: str, model_config: dict, train_config: dict) -> dict:
-    """What makes two runs the same (model class and config, ``RUN_FIELDS``): a checkpoint is reused only by
-    the run that wrote it (``check_same_run``), so a rerun notebook never mixes two runs' weights."""
+    """What makes two runs the same, so a rerun notebook never mixes two runs' weights."""
     config = ModelConfig.from_dict(model_config).to_dict()
     identity = {"model_class": model_class, **{f"model.{k}": v for k, v in config.items()}}
     for name in RUN_FIELDS:

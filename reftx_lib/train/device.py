@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import torch
 
@@ -18,22 +17,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but no CUDA GPU is visible; use device='auto' or 'cpu'")
     return torch.device(device)
-
-
-def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name for provenance records, e.g. 'NVIDIA H100 80GB HBM3' or the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def current_rss_mb() -> float:

@@ -48,9 +48,7 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
-    log_every: int | None = (
-        None  # steps per loss copy to the host (and max_time_s check); None: 1 CPU, 50 GPU
-    )
+    log_every: int | None = None  # steps per host sync (losses, max_time_s); None: 1 CPU, 50 GPU
     compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
@@ -93,9 +91,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(
-    model: torch.nn.Module, config: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not biases, norms); fused kernels on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -117,19 +113,15 @@ def init_distributed() -> tuple[int, int]:
 def train(
     model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
 ) -> History:
-    """Train ``model`` in place on rows of ``input_ids`` (labels = input_ids); ``resume`` continues a
-    checkpoint of this same run exactly (optimizer, schedule, RNG, data position)."""
+    """Train ``model`` in place on ``input_ids`` rows; ``resume`` continues this run's checkpoint exactly."""
     run = _Run(model, train_data, val_data, config, resume)  # device, optimizer, schedule, data, position
     at, end = run.at, run.end
     checkpoint_every = config.checkpoint_every or config.eval_every
     model.train()
     while at.step < end and (config.max_time_s is None or at.elapsed < config.max_time_s):
         record = run.step(run.next_batch())
-        last, evaluate, save = (
-            at.step == end,
-            at.step % config.eval_every == 0,
-            at.step % checkpoint_every == 0,
-        )
+        last, evaluate = at.step == end, at.step % config.eval_every == 0
+        save = at.step % checkpoint_every == 0
         keep = config.keep_every is not None and at.step % config.keep_every == 0
         if len(run.window) >= run.log_every or last or evaluate or save or keep:
             run.flush()  # the losses to the host; training time is known (max_time_s) only now
@@ -147,8 +139,7 @@ def train(
 
 
 def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> History:
-    """``train``, reusing ``config.checkpoint_dir`` so a rerun notebook never retrains what is on disk: the
-    same run's finished checkpoint is loaded, a partial one resumed, another run's refused (``overwrite``)."""
+    """``train``, but loading or resuming this run's checkpoint: a rerun notebook never retrains it."""
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
     if last is None or not last.is_file() or config.overwrite:
         return train(model, train_data, val_data, config)
@@ -292,10 +283,8 @@ class _Run:
         scale = (time.perf_counter() - self.window_start) / host if host > 0 else 1.0
         for (record, _, dt), value in zip(self.window, values):
             if not math.isfinite(value):
-                self._fail(
-                    f"non-finite training loss ({value}) at step {record['step']}",
-                    "Lower the learning rate or check the data of this batch.",
-                )
+                what = f"non-finite training loss ({value}) at step {record['step']}"
+                self._fail(what, "Lower the learning rate or check the data of this batch.")
             self.at.elapsed += dt * scale
             record.update(train_loss=value, wall_time=self.at.elapsed)
             record["tokens_per_s"] /= scale
@@ -312,25 +301,20 @@ class _Run:
         val = evaluate_loss(self.model, self.val_rows, config.batch_tokens, self.device, config.eval_batches)
         record["val_loss"], record["val_ppl"] = val["loss"], val["ppl"]
         if not math.isfinite(val["ppl"]):  # a NaN loss, or one too large for exp(): diverged
-            self._fail(
-                f"validation loss {val['loss']:.4g} at step {self.at.step}: the run has diverged "
-                f"(perplexity {val['ppl']:.4g})",
-                "Lower the learning rate or check the data.",
-            )
+            what = f"validation loss {val['loss']:.4g} at step {self.at.step}: the run has diverged"
+            self._fail(f"{what} (perplexity {val['ppl']:.4g})", "Lower the learning rate or check the data.")
         if val["loss"] < self.best_val:
             self.best_val = val["loss"]
             self.save("best.pt")
 
     def save(self, name: str) -> None:
         """An atomic checkpoint holding everything ``train(resume=...)`` needs to continue exactly."""
-        config = self.config
-        if config.checkpoint_dir is None or self.rank != 0:
+        config, folder = self.config, self.config.checkpoint_dir
+        if folder is None or self.rank != 0:
             return
         state = dict(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
         state.update(asdict(self.at), history=list(self.history), train_config=asdict(config))
-        ck.save_checkpoint(
-            Path(config.checkpoint_dir) / name, self.model, **state, tokenizer=config.tokenizer
-        )
+        ck.save_checkpoint(Path(folder) / name, self.model, **state, tokenizer=config.tokenizer)
 
     def _fail(self, what: str, fix: str) -> NoReturn:
         """Stop the run, naming the last good checkpoint: the one already on disk is left as it is."""
@@ -341,9 +325,8 @@ class _Run:
 
 
 def _forward_loss(model: torch.nn.Module, compile: bool):
-    """``inputs -> (loss, n_tokens)``, compiled if asked. Only the loss: on a CPU the head is fused with it,
-    and a graph returning the (B, T, V) logits would build as large a zero gradient. Default dynamic shapes
-    keep one graph for fixed-length blocks and recompile once, for any shape, at the first change."""
+    """``inputs -> (loss, n_tokens)``, compiled if asked; only the loss, as a graph returning the (B, T, V)
+    logits would build as large a zero gradient. Dynamic shapes recompile once, at the first shape change."""
 
     def forward_loss(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = training_loss(model, inputs)
