@@ -15,13 +15,21 @@ import re
 import sys
 from pathlib import Path
 
-NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+NUMBER = re.compile(r"(?<![A-Za-z_])-?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
 # Lines whose numbers are readings of the machine, not results of the computation.
 CLOCK = re.compile(
     r"tokens/s|tok/s|seconds|\bs\b|\bsec|minute|\bmin\b|wall|elapsed|MiB|\bMB\b|GFLOP|matmul|peak|"
-    r"commit|date|\d{4}-\d{2}-\d{2}|it/s|s/it|cell/s|ms\b|Run: ",
+    r"commit|date|\d{4}-\d{2}-\d{2}|it/s|s/it|cell/s|ms\b|Run: |time",
     re.IGNORECASE,
 )
+ADDRESS = re.compile(r"0x[0-9a-f]+")  # an object's address in its repr
+PROGRESS = re.compile(r"examples/s\]|it/s\]|s/it\]")  # a progress bar (the datasets cache decides which run)
+
+
+def column_label(header: str, end: int) -> str:
+    """The label of a right-aligned table column (pandas) that ends at character ``end`` of ``header``."""
+    match = re.search(r"(\S+(?: \S+)*)\s*$", header[: end + 1])
+    return match.group(1) if match else ""
 
 
 def cell_lines(path: Path) -> list[list[str]]:
@@ -36,7 +44,8 @@ def cell_lines(path: Path) -> list[list[str]]:
                 text.append("".join(out["text"]))
             elif "data" in out and "text/plain" in out["data"]:
                 text.append("".join(out["data"]["text/plain"]))
-        cells.append("\n".join(text).splitlines())
+        lines = "\n".join(text).splitlines()
+        cells.append([line for line in lines if line.strip() and not PROGRESS.search(line)])
     return cells
 
 
@@ -48,15 +57,27 @@ def compare(before: Path, after: Path) -> tuple[int, int, int, list[str]]:
     if len(old_cells) != len(new_cells):
         report.append(f"{after.name}: {len(old_cells)} code cells before, {len(new_cells)} after")
     for i, (old, new) in enumerate(zip(old_cells, new_cells)):
+        header = ""
         for a, b in zip(old, new):
-            na, nb = NUMBER.findall(a), NUMBER.findall(b)
+            a, b = ADDRESS.sub("0x", a), ADDRESS.sub("0x", b)
+            na, nb = list(NUMBER.finditer(a)), list(NUMBER.finditer(b))
+            if (not na and len(a.split()) > 1) or a.rstrip().endswith("\\"):
+                header = a  # a table's header line: the labels of the columns below it
             if CLOCK.search(a):
                 clock += len(na)
-            elif na == nb:
-                same += len(na)
-            else:
-                differ += max(len(na), len(nb))
-                report.append(f"{after.name} cell {i}:\n  - {a.strip()[:160]}\n  + {b.strip()[:160]}")
+                continue
+            for x, y in zip(na, nb):
+                if CLOCK.search(column_label(header, x.end() - 1)):
+                    clock += 1
+                elif x.group() == y.group():
+                    same += 1
+                else:
+                    differ += 1
+                    report.append(f"{after.name} cell {i}:\n  - {a.strip()[:160]}\n  + {b.strip()[:160]}")
+            if len(na) != len(nb):
+                differ += abs(len(na) - len(nb))
+                lines = f"\n  - {a.strip()[:160]}\n  + {b.strip()[:160]}"
+                report.append(f"{after.name} cell {i}: numbers differ in count{lines}")
         if len(old) != len(new):
             report.append(f"{after.name} cell {i}: {len(old)} lines before, {len(new)} after")
     return same, clock, differ, report
