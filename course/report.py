@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from course.accounting import flops_per_token
+from reftx_lib.model.transformer import BaseLanguageModel
 from reftx_lib.train.trainer import History
 
 if TYPE_CHECKING:  # course.experiments imports course.scaling, which reads histories here
@@ -62,17 +63,21 @@ def steady_step_seconds(history: History, skip: float = 0.1) -> float:
     return statistics.median(steps)
 
 
-def flops_per_supervised_token(trained: CourseModel) -> float:
-    """Training FLOPs per supervised token at the training rows' mean lengths (``flops_per_token``)."""
-    model, train = trained.model, trained.data["train"]
-    if "source_len" in train.column_names and hasattr(model, "encoder"):
-        return flops_per_token(
-            model,
-            src_len=round(float(np.mean(train["source_len"][:]))),
-            tgt_len=round(float(np.mean(train["target_len"][:]))),
-        )
-    lengths = [len(r) for r in train["input_ids"]]
-    return flops_per_token(model, round(float(np.mean(lengths))))
+def flops_per_supervised_token(model: BaseLanguageModel, rows: list[list[int]]) -> float:
+    """Training FLOPs per supervised token of ``model`` at the real (unpadded) mean lengths of ``rows``
+    (``flops_per_token``): padding is waste, not work, so it is never counted. An encoder-decoder's cost
+    per target token depends on its source and target lengths apart, split at each row's first SEP; a
+    prefix LM computes every position of its rows but learns only from the target after the SEP."""
+    length = float(np.mean([len(r) for r in rows]))
+    if not (model.is_encoder_decoder or model.config.prefix_lm):
+        return flops_per_token(model, round(length))
+    sep = model.config.sep_token_id
+    cuts = [r.index(sep) for r in rows]
+    src = float(np.mean(cuts))
+    tgt = float(np.mean([len(r) - c - 1 for r, c in zip(rows, cuts)]))
+    if model.is_encoder_decoder:
+        return flops_per_token(model, src_len=round(src), tgt_len=round(tgt))
+    return flops_per_token(model, round(length)) * length / tgt
 
 
 def training_report(
@@ -87,7 +92,9 @@ def training_report(
         last = history[-1]
         gain = last_quarter_improvement(history)
         flops_per_s = (
-            flops_per_supervised_token(courses[name]) * last["supervised_tokens"] / last["wall_time"]
+            flops_per_supervised_token(courses[name].model, courses[name].data["train"]["input_ids"])
+            * last["supervised_tokens"]
+            / last["wall_time"]
         )
         rows[name] = {
             "steps": last["step"],
