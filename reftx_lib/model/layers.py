@@ -164,7 +164,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.dropout)
+        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout)
         self.ffn = FeedForward(c.d_model, c.d_ff)
         self.self_norm, self.ffn_norm = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
         self.drop = nn.Dropout(c.dropout)
@@ -183,9 +183,10 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, c: ModelConfig, cross_attention: bool) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.dropout)
+        attention = (c.d_model, c.n_heads, c.attention_dropout)
+        self.self_attn = MultiHeadAttention(*attention)
         self.self_norm = nn.LayerNorm(c.d_model)
-        self.cross_attn = MultiHeadAttention(c.d_model, c.n_heads, c.dropout) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(*attention) if cross_attention else None
         self.cross_norm = nn.LayerNorm(c.d_model) if cross_attention else None
         self.ffn = FeedForward(c.d_model, c.d_ff)
         self.ffn_norm = nn.LayerNorm(c.d_model)

@@ -48,7 +48,7 @@ class TrainConfig:
     stop_after: int | None = None  # end early at this step (the schedule still follows max_steps)
     max_time_s: float | None = None  # end early after this much training time (equal-time comparisons)
     progress: bool = True
-    log_every: int | None = None  # steps per host sync (losses, max_time_s); None: 1 CPU, 50 GPU
+    log_every: int | None = None  # steps per host sync (losses, max_time_s); None: 10 CPU, 50 GPU
     compile: bool = False  # torch.compile the forward pass and loss
     tokenizer: dict = field(default_factory=dict)  # reference to the tokenizer (name, vocab size, path)
     data: str = ""  # what the model is trained on; ``fit`` reuses a checkpoint only if this matches
@@ -92,13 +92,13 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not biases, norms); fused kernels on CUDA."""
+    """AdamW, weight decay on matrices only (not biases, norms); fused: one pass over all its tensors."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type in ("cpu", "cuda"))
 
 
 def init_distributed() -> tuple[int, int]:
@@ -220,7 +220,7 @@ class _Run:
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.forward_loss = _forward_loss(model, config.compile)
         self.autocast = autocast_for(self.device)
-        self.log_every = config.log_every or (50 if self.device.type == "cuda" else 1)
+        self.log_every = config.log_every or (50 if self.device.type == "cuda" else 10)
         self.window: list[tuple[dict, torch.Tensor, float]] = []  # (record, loss on device, host seconds)
         self.window_start = 0.0  # when the window's first step began
         self.end = min(config.max_steps, config.stop_after or config.max_steps)
@@ -228,7 +228,9 @@ class _Run:
         self.bar = tqdm(total=self.end, initial=self.at.step, desc=name, disable=hidden, dynamic_ncols=True)
 
     def _epoch_order(self) -> list[list[int]]:
-        seed, lengths = self.config.seed + self.at.epoch, [len(r) for r in self.train_rows]
+        seed, sep = self.config.seed + self.at.epoch, self.model.config.sep_token_id
+        split = self.model.is_encoder_decoder  # source and target are padded apart
+        lengths = [(r.index(sep), len(r) - r.index(sep) - 1) if split else len(r) for r in self.train_rows]
         return token_budget_batches(lengths, self.config.batch_tokens, shuffle=True, seed=seed)
 
     def next_batch(self) -> list[int]:
@@ -259,7 +261,8 @@ class _Run:
         lr = sched.get_last_lr()[0]  # this step's rate: the scheduler moves on inside training_step
         loss = training_step(model, loss_fn, self.optimizer, scheduler=sched, grad_clip=clip, autocast=amp)
         at.step, at.batch_pos = at.step + 1, at.batch_pos + 1
-        for key, n in (("tokens", n_tokens), ("supervised", n_supervised), ("padded", full.numel())):
+        computed = sum(v.numel() for k, v in inputs.items() if k != "labels") * world  # padding included
+        for key, n in (("tokens", n_tokens), ("supervised", n_supervised), ("padded", computed)):
             at.totals[key] += n
         dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
         # flush fills in train_loss and wall_time, evaluate val_loss and val_ppl
