@@ -44,7 +44,8 @@ class Side:
 
 
 def peer_gpt2(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
-    """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings, attention and residuals."""
+    """GPT-2 with our decoder-only model's sizes; ``dropout`` on embeddings and residuals, and none on the
+    attention probabilities, as ours (``ModelConfig.attention_dropout``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     p = MODEL_SIZES[size]
@@ -58,7 +59,7 @@ def peer_gpt2(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout
         activation_function="gelu",
         resid_pdrop=dropout,
         embd_pdrop=dropout,
-        attn_pdrop=dropout,
+        attn_pdrop=0.0,
         bos_token_id=BOS_ID,
         eos_token_id=None,
         pad_token_id=PAD_ID,  # no EOS: decode exactly N tokens
@@ -68,7 +69,7 @@ def peer_gpt2(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout
 
 def peer_mbart(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> nn.Module:
     """MBart (pre-LN encoder-decoder) with our sizes; ``dropout`` wherever ours has it (not inside the
-    FFN)."""
+    FFN, nor on the attention probabilities)."""
     from transformers import MBartConfig, MBartForConditionalGeneration
 
     p = MODEL_SIZES[size]
@@ -84,7 +85,7 @@ def peer_mbart(size: str, n_positions: int, vocab_size: int = VOCAB_SIZE, dropou
         decoder_ffn_dim=4 * p["d_model"],
         activation_function="gelu",
         dropout=dropout,
-        attention_dropout=dropout,
+        attention_dropout=0.0,
         activation_dropout=0.0,
         scale_embedding=False,  # as ours: token embeddings enter unscaled (ModelConfig.scale_embedding)
         pad_token_id=PAD_ID,

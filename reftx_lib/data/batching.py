@@ -27,17 +27,15 @@ Length = int | tuple[int, int]  # a row's tokens, or an encoder-decoder row's (s
 
 def _pack(order: list[int], lengths: Sequence[tuple[int, ...]], max_tokens: int) -> list[list[int]]:
     """Cut ``order`` greedily into batches of at most ``max_tokens`` computed: rows x the parts' longest."""
-    batches, current, longest = [], [], (0,) * len(lengths[0])
+    batches, current, longest = [], [], ()
     for idx in order:
-        new_longest = tuple(map(max, longest, lengths[idx]))
+        new_longest = tuple(map(max, longest or lengths[idx], lengths[idx]))
         if current and (len(current) + 1) * sum(new_longest) > max_tokens:
             batches.append(current)
             current, new_longest = [], lengths[idx]
         current.append(idx)
         longest = new_longest
-    if current:
-        batches.append(current)
-    return batches
+    return batches + [current] if current else batches
 
 
 def token_budget_batches(
@@ -57,7 +55,8 @@ def token_budget_batches(
             f"(longest {max(sum(parts[i]) for i in too_long)} tokens, e.g. index {too_long[0]}); "
             "raise max_tokens or truncate those examples."
         )
-    by_length = (lambda i: (parts[i][0] // 16, parts[i][1])) if len(parts[0]) == 2 else (lambda i: parts[i])
+    pairs = bool(parts) and len(parts[0]) == 2
+    by_length = (lambda i: (parts[i][0] // 16, parts[i][1])) if pairs else (lambda i: parts[i])
     if not shuffle:
         return _pack(sorted(range(len(parts)), key=by_length), parts, max_tokens)
     rng = random.Random(seed)

@@ -187,7 +187,7 @@ class Position:
     epoch: int = 0
     batch_pos: int = 0  # index of the next batch in this epoch's order
     elapsed: float = 0.0  # training seconds so far (evaluation and saving are not counted)
-    totals: dict = field(default_factory=lambda: {"tokens": 0, "supervised": 0, "padded": 0})
+    totals: dict = field(default_factory=lambda: dict(tokens=0, supervised=0, padded=0, fed=0))
 
 
 class _Run:
@@ -242,14 +242,18 @@ class _Run:
     def step(self, index: list[int]) -> dict:
         """One optimizer step on the rows ``index``; returns its record (the loss stays on the device)."""
         model, at, rank, world = self.model, self.at, self.rank, self.world
+        pad = model.config.pad_token_id
         t0 = time.perf_counter()
         self.window_start = self.window_start if self.window else t0  # evaluation and saving are not counted
         full = pad_batch([self.train_rows[i] for i in index])  # (B, T): the global batch, on the host
         share = full[rank::world]  # this rank's rows; a rank left without rows runs row 0 at weight 0
         inputs = training_inputs(model, share if len(share) else full[:1])
+        fed = [v for k, v in inputs.items() if k != "labels"]  # what the model computes, on the host
+        padded = sum(v.numel() for v in fed) * world
+        real = sum(int((v != pad).sum()) for v in fed) * world
         pin, dev = self.device.type == "cuda", self.device  # pinned memory: the copy does not block
         inputs = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=True) for k, v in inputs.items()}
-        n_tokens, n_supervised = int((full != model.config.pad_token_id).sum()), counted_targets(model, full)
+        n_tokens, n_supervised = int((full != pad).sum()), counted_targets(model, full)
         # DDP averages gradients over ranks; weighting each rank's loss by its tokens gives the global mean.
         weight = (world / n_supervised if len(share) else 0.0) if world > 1 else None
 
@@ -261,14 +265,13 @@ class _Run:
         lr = sched.get_last_lr()[0]  # this step's rate: the scheduler moves on inside training_step
         loss = training_step(model, loss_fn, self.optimizer, scheduler=sched, grad_clip=clip, autocast=amp)
         at.step, at.batch_pos = at.step + 1, at.batch_pos + 1
-        computed = sum(v.numel() for k, v in inputs.items() if k != "labels") * world  # padding included
-        for key, n in (("tokens", n_tokens), ("supervised", n_supervised), ("padded", computed)):
+        for key, n in zip(at.totals, (n_tokens, n_supervised, padded, real)):
             at.totals[key] += n
         dt = time.perf_counter() - t0  # host time; on CUDA the device may still be working
         # flush fills in train_loss and wall_time, evaluate val_loss and val_ppl
         record = dict(step=at.step, epoch=at.epoch, train_loss=None, val_loss=None, val_ppl=None, lr=lr)
         record.update(tokens=at.totals["tokens"], supervised_tokens=at.totals["supervised"])
-        record.update(padding_waste=1 - at.totals["tokens"] / at.totals["padded"], wall_time=None)
+        record.update(padding_waste=1 - at.totals["fed"] / at.totals["padded"], wall_time=None)
         record.update(tokens_per_s=n_tokens / dt, peak_mem_mb=peak_memory_mb(self.device))
         self.window.append((record, (loss.detach() / world) if world > 1 else loss.detach(), dt))
         return record
