@@ -27,7 +27,7 @@ MODEL_CLASSES = {cls.__name__: cls for cls in (ReferenceTransformer, ReferenceDe
 FORMAT = "reftx-checkpoint-3"  # safetensors weights + a weights_only state file, the layout of issue 28
 # The TrainConfig fields that decide a run's weights (not paths, stopping rules, evaluation or logging).
 OPTIMIZER_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip")
-RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "seed", "data", "tokenizer")
+RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "pad_apart", "seed", "data", "tokenizer")
 
 
 def rng_state() -> dict:

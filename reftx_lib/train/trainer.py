@@ -38,6 +38,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     batch_tokens: int = 8192  # padded tokens per (global) batch
+    pad_apart: bool = False  # an encoder-decoder's batches costed and bucketed by source and target apart
     eval_every: int = 100
     eval_batches: int | None = 20  # None evaluates the whole validation set
     seed: int = 0
@@ -229,7 +230,7 @@ class _Run:
 
     def _epoch_order(self) -> list[list[int]]:
         seed, sep = self.config.seed + self.at.epoch, self.model.config.sep_token_id
-        split = self.model.is_encoder_decoder  # source and target are padded apart
+        split = self.model.is_encoder_decoder and self.config.pad_apart
         lengths = [(r.index(sep), len(r) - r.index(sep) - 1) if split else len(r) for r in self.train_rows]
         return token_budget_batches(lengths, self.config.batch_tokens, shuffle=True, seed=seed)
 
