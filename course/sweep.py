@@ -95,16 +95,21 @@ def tokens_per_byte(tokenizer, texts: list[str]) -> float:
     return n_tokens / n_bytes
 
 
-def matmul_flops_per_s(n: int = 512, seconds: float = 1.0) -> float:
-    """This CPU's fp32 matmul rate (FLOP/s) with torch's current thread count: the ceiling a model's
-    training could reach if it were nothing but large matrix multiplies."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """FLOP/s of one (m, k) @ (k, n) float32 matmul on this CPU, with torch's current thread count."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
     a @ b  # warm-up
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         a @ b
         count += 1
-    return 2 * n**3 * count / elapsed
+    return 2 * m * k * n * count / elapsed
+
+
+def matmul_flops_per_s(n: int = 512, seconds: float = 1.0) -> float:
+    """This CPU's fp32 matmul rate (FLOP/s) on an n x n product: the ceiling a model's training could
+    reach if it were nothing but large matrix multiplies."""
+    return gemm_rate(n, n, n, seconds)
 
 
 def run_point(point: dict, setup: SweepSetup) -> dict:

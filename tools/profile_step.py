@@ -25,10 +25,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from course.budgets import get_budget
-from course.experiments import build_model, rawtext_data, samsum_data
+from course.experiments import SAMSUM, build_model, rawtext_data, samsum_data
 from course.report import flops_per_supervised_token
 from course.results import provenance, save_results
-from course.sweep import matmul_flops_per_s
+from course.sweep import gemm_rate, matmul_flops_per_s
 from reftx_lib.data.tokenizer import load_tokenizer
 from reftx_lib.train import checkpoint, trainer
 
@@ -107,18 +107,6 @@ def split_time(prof, wall_s: float) -> tuple[dict[str, float], dict[str, dict[st
     return {part: seconds.get(part, 0.0) for part in PARTS}, by_op
 
 
-def gemm_rate(m: int, k: int, n: int, seconds: float = 0.5) -> float:
-    """FLOP/s of one (m, k) @ (k, n) float32 matmul on this CPU: what the model's own shapes allow, next to
-    the square 512 x 512 product the matmul peak is measured on."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b  # warm-up
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        a @ b
-        count += 1
-    return 2 * m * k * n * count / elapsed
-
-
 def _data(args, settings: dict, tokenizer):
     if args.data == "samsum":
         data, _ = samsum_data(settings["samsum"], tokenizer)
@@ -157,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=eval_every,
         eval_batches=section["eval_batches"],
         progress=False,
+        **(SAMSUM if args.data == "samsum" else {}),  # batched as the course's SAMSum recipes are
     )
     warm = trainer.TrainConfig(**{**config.__dict__, "stop_after": args.warmup})
     trainer.train(model, data["train"], data["validation"], warm)  # caches, allocator, thread pools
@@ -215,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     d, rows = model2.config.d_model, section["batch_tokens"]
     shapes = {"(tokens, D) @ (D, 4D)": (rows, d, 4 * d), "(tokens, 4D) @ (4D, D)": (rows, 4 * d, d)}
     shapes["(tokens, D) @ (D, V)"] = (rows // 4, d, model2.config.vocab_size)
-    report["gemm_rates"] = {name: gemm_rate(*shape) for name, shape in shapes.items()}
+    report["gemm_rates"] = {name: gemm_rate(*shape, seconds=0.5) for name, shape in shapes.items()}
     for name, rate in report["gemm_rates"].items():
         print(f"  {name:<24} {rate / 1e9:6.0f} GFLOP/s, {rate / peak:.0%} of the measured matmul rate")
     if args.json:
