@@ -86,7 +86,8 @@ def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path
         for leftover in path.parent.glob(f".{stale}.*.tmp"):
             leftover.unlink(missing_ok=True)
     head, config = {"format": FORMAT, "model_class": type(model).__name__}, model.config.to_dict()
-    torch.save({**head, "model_config": config, "rng": rng_state(), **state}, buffer := io.BytesIO())
+    buffer = io.BytesIO()  # the state is hashed before it is written, so the weights' header can vouch for it
+    torch.save({**head, "model_config": config, "rng": rng_state(), **state}, buffer)
     state_bytes = buffer.getvalue()
     metadata = {**head, "model_config": json.dumps(config), "state_file": path.name}
     metadata["state_sha256"] = hashlib.sha256(state_bytes).hexdigest()
@@ -194,7 +195,8 @@ def check_same_run(path: Path, wanted: dict, action: str, fix: str) -> dict:
     ckpt = load_checkpoint(path)
     stored = run_identity(ckpt["model_class"], ckpt["model_config"], ckpt["train_config"])
     keys = [k for k in sorted(stored.keys() | wanted.keys()) if stored.get(k) != wanted.get(k)]
-    if diff := "; ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in keys):
+    diff = "; ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in keys)
+    if diff:
         raise CheckpointMismatchError(
             f"{path} was written by another run ({diff}), so it cannot be {action}. {fix}"
         )
