@@ -10,7 +10,7 @@ setup:  ## a virtual environment with the pinned packages and reftx_lib installe
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-test:  ## style gate (ruff), unit tests, then every notebook executed at the smoke budget under nbval
+test:  ## style gate (ruff), unit tests, then every notebook (solutions/ too) executed at the smoke budget under nbval
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q tests

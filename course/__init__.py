@@ -7,6 +7,8 @@ notebook set-up (``notebook``), training reports (``report``), stored results wi
 ``reftx_lib``, never ``tools``. The names every notebook uses are importable from here.
 """
 
+from reftx_lib.train.evaluation import source_ablation, source_use
+
 from .accounting import flops_per_token, num_parameters
 from .budgets import BUDGET_NAMES, get_budget
 from .data_stats import corpus_stats, token_lengths, tokenizer_info
@@ -19,7 +21,7 @@ from .evaluation import (
     rouge_along_training,
     rouge_trend,
     score_summaries,
-    source_ablation,
+    source_use_along_training,
     summary_diversity,
     unigram_loss,
 )
@@ -43,6 +45,7 @@ from .experiments import (
     rawtext_data,
     samsum_baseline,
     samsum_data,
+    samsum_warmup,
 )
 from .memory import training_memory_mb
 from .notebook import setup_notebook

@@ -47,6 +47,17 @@ def _data(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _json(out: dict) -> str:
+    """``out`` as JSON, which has no NaN or Infinity: a score that is not finite is an error saying so."""
+    try:
+        return json.dumps(out, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            f"a number to print is not finite (NaN or infinity): {out}. A perplexity overflows when the "
+            "model's loss is huge: evaluate an earlier checkpoint, or train again with a lower learning rate"
+        ) from None
+
+
 def _setup(args, tok=None):
     """Tokenizer (unless given), budget section and encoded data for ``--data`` at ``--budget``."""
     from course.budgets import get_budget
@@ -70,22 +81,14 @@ def cmd_prepare(args) -> int:
 
     args.model = "encdec"
     tok, _, _, stats = _setup(args)
-    print(
-        json.dumps(
-            {
-                "tokenizer": tokenizer_info(tok),
-                "preprocessing": stats,
-                "corpus": corpus_stats(load_corpus(args.data), tok),
-            },
-            indent=2,
-            default=str,
-        )
-    )
+    out = {"tokenizer": tokenizer_info(tok), "preprocessing": stats}
+    print(_json({**out, "corpus": corpus_stats(load_corpus(args.data), tok)}))
     return 0
 
 
 def cmd_train(args) -> int:
     from course.experiments import build_model, train_config
+    from reftx_lib.train.checkpoint import load_checkpoint
     from reftx_lib.train.trainer import fit, init_distributed, train
 
     init_distributed()  # a no-op unless started by torchrun --nproc_per_node N
@@ -108,9 +111,8 @@ def cmd_train(args) -> int:
         if args.resume
         else fit(model, data["train"], data["validation"], config)
     )
-    print(
-        f"best validation loss {history.best_val_loss():.4f}; checkpoint in {config.checkpoint_dir}/last.pt"
-    )
+    last = load_checkpoint(os.path.join(config.checkpoint_dir, "last.pt"))["path"]  # named only if it loads
+    print(f"best validation loss {history.best_val_loss():.4f}; checkpoint in {last}")
     return 0
 
 
@@ -147,7 +149,7 @@ def cmd_evaluate(args) -> int:
             device=args.device,
         )
         out["rouge"] = compute_rouge(preds, test["summary"])
-    print(json.dumps(out, indent=2))
+    print(_json(out))
     return 0
 
 
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:  # OSError: a missing file, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,8 @@
 """Exp 3's and Exp 1's attention analyses, on top of ``reftx_lib.attention``.
 
 * ``stats_over_dataset``: a tidy DataFrame, one row per (example, kind, layer, head), each statistic
-  next to uniform attention over the same keys (notebooks 03 and 04);
+  next to uniform attention over the same keys (notebooks 04 and 05);
+* ``monotonicity``: whether cross-attention walks forward through the source as the target goes on;
 * ``speaker_token_mask`` / ``speaker_mass``: SAMSum's speaker names and the cross-attention mass on them;
 * ``cross_profile``: where in the source cross-attention lands, and whether it depends on the target token;
 * ``cross_headlines`` / ``corpus_contrast``: the numbers Exp 3's verdict rests on, set against an
@@ -92,6 +93,25 @@ def speaker_mass(record: AttentionRecord, speaker_token_mask: np.ndarray) -> np.
     return padded_stats(att, q_len, k_len, "cross", key_mask=mask)["key_mass"][0].numpy()
 
 
+def monotonicity(att: torch.Tensor, q_len: torch.Tensor, k_len: torch.Tensor) -> torch.Tensor:
+    """Exp 3's forward walk, per example (B, L, H) of zero-padded cross-attention ``att`` (B, L, H, T, S):
+    the Spearman correlation of each target row's position and the source key it reads most, over the
+    rows ``padded_stats`` averages (ties ranked as scipy's); NaN where the argmax never moves."""
+    argmax = att.argmax(-1)  # (B, L, H, T); padded keys hold zeros, so they are never the argmax
+    rows = (torch.arange(att.size(-2))[None] < q_len[:, None]) & (k_len[:, None] > 1)  # (B, T) with a choice
+    valid = rows[:, None, None, :]  # (B, 1, 1, T)
+    pair = valid[..., None] & valid[..., None, :]  # (B, 1, 1, T, T) both rows valid
+    less = ((argmax[..., None, :] < argmax[..., :, None]) & pair).sum(-1)  # (B, L, H, T)
+    equal = ((argmax[..., None, :] == argmax[..., :, None]) & pair).sum(-1)
+    y = (less + (equal + 1) / 2).float()  # the argmax's rank among the valid rows
+    x = torch.arange(argmax.size(-1), dtype=torch.float).expand_as(y)
+    n = valid.sum(-1).clamp(min=1)
+    dx = (x - (x * valid).sum(-1, keepdim=True) / n[..., None]) * valid
+    dy = (y - (y * valid).sum(-1, keepdim=True) / n[..., None]) * valid
+    denom = torch.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
+    return torch.where(denom > 1e-9, (dx * dy).sum(-1) / denom.clamp(min=1e-9), torch.nan)
+
+
 def stats_over_dataset(
     model: nn.Module,
     rows: Sequence,
@@ -129,6 +149,9 @@ def stats_over_dataset(
                 masks = [speaker_token_mask(src, tokenizer) for src in batch.source_ids]
                 mask = torch.from_numpy(np.stack([np.pad(m, (0, att.shape[-1] - len(m))) for m in masks]))
             stats, uniform = (f(att, q_len, k_len, kind, mask) for f in (padded_stats, uniform_stats))
+            if kind == "cross":  # uniform attention reads every key alike, so it walks nowhere
+                stats["monotonicity"] = monotonicity(att, q_len, k_len)
+                uniform["monotonicity"] = torch.zeros_like(stats["monotonicity"])
             for s in (stats, uniform):
                 if "key_mass" in s:
                     s["speaker_mass"] = s.pop("key_mass")

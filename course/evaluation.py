@@ -1,6 +1,6 @@
-"""The course's measures of trained models, beside the library's loss, perplexity and ROUGE
-(``reftx_lib.train.evaluation``): the source ablation, the LONGEST-3 baseline and the unigram control,
-the choice of decoding settings, ROUGE along training (from the steps a run kept), and the loop proxies
+"""The course's measures of trained models, beside the library's loss, perplexity, ROUGE and source-use
+gate (``reftx_lib.train.evaluation``): the LONGEST-3 baseline and the unigram control, the choice of
+decoding settings, ROUGE along training (from the steps a run kept), and the loop proxies
 of generated text (repetition rate, distinct-n, the share of distinct summaries).
 """
 
@@ -15,31 +15,7 @@ from tqdm.auto import tqdm
 from reftx_lib.model.transformer import BaseLanguageModel, ReferenceTransformer
 from reftx_lib.train.checkpoint import load_checkpoint, model_from
 from reftx_lib.train.device import resolve_device
-from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, generate_summaries
-
-
-def source_ablation(
-    model: ReferenceTransformer,
-    rows: list[list[int]],
-    batch_tokens: int,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-) -> dict[str, float]:
-    """Does the decoder use its source? The target loss of packed ``rows`` with their own sources, and with
-    every target paired with another row's source (a seeded derangement: no row keeps its own).
-
-    A model that ignores its source scores both alike (``gain`` near 0); the more the target depends
-    on what the source says, the larger ``gain`` (nats per target token).
-    """
-    if len(rows) < 2:
-        raise ValueError(f"a source ablation needs at least 2 rows to swap sources between, got {len(rows)}")
-    parts = [model.split_packed_row(r) for r in rows]
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-    other = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}  # a cycle: nobody keeps theirs
-    swapped = [parts[other[i]][0] + [model.config.sep_token_id] + parts[i][1] for i in range(len(rows))]
-    own = evaluate_loss(model, rows, batch_tokens, device)["loss"]
-    shuffled = evaluate_loss(model, swapped, batch_tokens, device)["loss"]
-    return {"own_source": own, "other_source": shuffled, "gain": shuffled - own}
+from reftx_lib.train.evaluation import compute_rouge, generate_summaries, source_use
 
 
 def unigram_loss(train_rows: list[list[int]], targets: list[int], vocab_size: int) -> float:
@@ -87,7 +63,7 @@ def longest_3(dialogue: str) -> str:
     return "\n".join(lines[i] for i in keep)
 
 
-# Decoding settings tried on validation before the test set is decoded once (notebook 01): greedy and
+# Decoding settings tried on validation before the test set is decoded once (notebook 02): greedy and
 # beam search, each with and without a ban on repeated trigrams; beam search also with a length penalty
 # that favours longer summaries. An undertrained model loops, and the ban is the usual cure.
 DECODING_GRID = (
@@ -157,6 +133,27 @@ def rouge_along_training(
         rows.append(
             {"step": step, "tokens": ckpt["totals"]["tokens"], **compute_rouge(predictions, data["summary"])}
         )
+    return rows
+
+
+def source_use_along_training(
+    folder,
+    val_rows: list[list[int]],
+    test,
+    tokenizer,
+    max_new_tokens: int,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """The source-use gate (``reftx_lib.train.evaluation.source_use``) of every kept ``step-<N>.pt``: how
+    reading the dialogue is learned, step by step (notebook 02)."""
+    rows = []
+    kept = kept_steps(folder)
+    for step, path in tqdm(kept.items(), desc="source use", total=len(kept)):
+        ckpt = load_checkpoint(path)
+        gate = source_use(
+            model_from(ckpt), val_rows, test, tokenizer, max_new_tokens=max_new_tokens, device=device
+        )
+        rows.append({"step": step, "tokens": ckpt["totals"]["tokens"], **gate})
     return rows
 
 

@@ -10,7 +10,7 @@ model another notebook trains calls the same function, and ``fit`` then reuses t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from course.accounting import num_parameters
 from course.data_stats import tokenizer_info
 from course.scaling import SizeSpec, size_name, size_overrides
 from course.transfer import EQUAL_COMPUTE, TRANSFER_VARIANTS, transfer_model
+from reftx_lib.constants import EOS_ID, SEP_ID
 from reftx_lib.data.corpora import load_corpus
 from reftx_lib.data.preprocessing import encode_blocks, encode_documents, encode_midpoint, encode_samsum
 from reftx_lib.model.config import ModelConfig
@@ -170,14 +171,74 @@ class CourseModel:
         return fit(self.model, self.data["train"], self.data["validation"], self.config)
 
 
+def reading_warmup_data(data: DatasetDict, window: int, random_start: bool, seed: int = 0) -> DatasetDict:
+    """The warm-up rows of ``samsum_warmup``: each dialogue, then ``window`` of its tokens again
+    (``dialogue [SEP] a stretch of it [EOS]``), from its start, or with ``random_start`` from a start drawn
+    per row (seeded by the row's index). After its first token a random stretch can only be read off the
+    dialogue by looking its words up (find where the last token sits, copy the next), which is what a
+    summary's names and facts need. No outside data, no summary."""
+
+    def rows(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        out = []
+        for row, index in zip(batch["input_ids"], indices):
+            source = row[: row.index(SEP_ID)]
+            last = max(0, len(source) - window)
+            start = int(np.random.default_rng([seed, index]).integers(0, last + 1)) if random_start else 0
+            out.append(source + [SEP_ID] + source[start : start + window] + [EOS_ID])
+        return {"input_ids": out}
+
+    return DatasetDict(
+        {
+            split: ds.map(rows, batched=True, with_indices=True, remove_columns=ds.column_names)
+            for split, ds in data.items()
+            if split != "test"
+        }
+    )
+
+
+def samsum_warmup(budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto") -> CourseModel:
+    """The baseline's first step when its budget sets ``warmup_steps_reading`` (checkpoint ``samsum-warmup``):
+    the same model trained to copy stretches of the training dialogues (``reading_warmup_data``), so that
+    it has learned to read its source before it learns what summaries sound like."""
+    cfg = settings["samsum"]
+    data, _ = samsum_data(cfg, tokenizer)
+    warm = reading_warmup_data(data, cfg["warmup_window"], cfg["warmup_random_start"], seed)
+    model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
+    steps = cfg["warmup_steps_reading"]
+    config = train_config(
+        {**cfg, "max_steps": steps, "eval_every": max(1, steps // 4), "keep_every": None},
+        name="samsum-warmup",
+        budget=budget,
+        data=f"samsum-dialogues:window{cfg['warmup_window']}:random{cfg['warmup_random_start']}",
+        tokenizer=tokenizer,
+        seed=seed,
+        device=device,
+        **SAMSUM,
+    )
+    return CourseModel(model, warm, {}, config)
+
+
 def samsum_baseline(
-    budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto"
+    budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto", plain: bool = False
 ) -> CourseModel:
-    """Notebook 01's SAMSum baseline encoder-decoder (checkpoint ``samsum-baseline``).
+    """Notebook 02's SAMSum baseline encoder-decoder (checkpoint ``samsum-baseline``): after the reading
+    warm-up (``samsum_warmup``, trained here or reused) if the budget has one, unless ``plain``
+    (checkpoint ``samsum-plain``: the recipe without it, notebook 02's contrast).
 
     Exp 3's attention study and Exp 5's comparison point back to this very run.
     """
-    return _samsum_model(settings["samsum"], "samsum-baseline", budget, tokenizer, seed, device)
+    cfg = settings["samsum"]
+    if plain or not cfg.get("warmup_steps_reading"):
+        return _samsum_model(
+            cfg, "samsum-plain" if plain else "samsum-baseline", budget, tokenizer, seed, device
+        )
+    warm = samsum_warmup(budget, settings, tokenizer, seed, device)
+    history = warm.fit()
+    course_model = _samsum_model(cfg, "samsum-baseline", budget, tokenizer, seed, device)
+    course_model.model.load_state_dict(warm.model.state_dict())
+    tag = f"{course_model.config.data}:after-warmup:{len(history)}steps:{history.best_val_loss():.5f}"
+    course_model.config = replace(course_model.config, data=tag)  # a new warm-up never reuses this run
+    return course_model
 
 
 def _samsum_model(cfg: dict, name: str, budget: str, tokenizer, seed: int, device: str) -> CourseModel:
@@ -207,7 +268,7 @@ def exp3_samsum_model(
 ) -> CourseModel:
     """Exp 3's SAMSum encoder-decoder (``exp3_settings``), checkpointed as ``exp3-samsum-matched``.
 
-    Where the budget trains notebook 01's baseline with this very recipe (``full``), the baseline *is*
+    Where the budget trains notebook 02's baseline with this very recipe (``full``), the baseline *is*
     Exp 3's control: the same run (``identity_of``), so it is returned and nothing is trained twice.
     """
     baseline = samsum_baseline(budget, settings, tokenizer, seed, device)
@@ -245,10 +306,10 @@ def exp1_arms(settings: dict) -> dict[str, tuple[str, str, str]]:
 
 
 def exp1_settings(settings: dict) -> dict:
-    """Exp 1's training settings: the raw-text section's model size, steps, evaluation and data, with the
-    SAMSum baseline's dropout, lr, warm-up and batch size (the architecture is used unchanged)."""
+    """Exp 1's training settings: the raw-text section's model size, steps, batch, evaluation and data,
+    with the SAMSum baseline's dropout, lr and warm-up (the architecture is used unchanged)."""
     samsum = settings["samsum"]
-    keep = ("dropout", "lr", "warmup_steps", "batch_tokens")
+    keep = ("dropout", "lr", "warmup_steps")
     return {**settings["rawtext"], **{k: samsum[k] for k in keep}}
 
 
@@ -308,7 +369,7 @@ def exp2_settings(settings: dict) -> dict:
 
 def exp2_pretraining(budget: str, settings: dict, tokenizer, device: str = "auto") -> CourseModel:
     """Exp 2's decoder-only language model: Exp 1's decoder-only arm at seed 0 (whole textbook chunks,
-    checkpoint ``exp1-deconly-documents``), one run that notebooks 02, 03 and 06 share (it was a second run
+    checkpoint ``exp1-deconly-documents``), one run that notebooks 03, 04 and 07 share (it was a second run
     on packed blocks until the course's time showed the cost). Exp 5 fine-tunes it."""
     return exp1_model("deconly", budget, settings, tokenizer, seed=0, device=device)
 

@@ -25,11 +25,12 @@ class NotebookResult:
 
 
 def notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
-    """The course notebooks in order; ``only`` selects by number prefix (``00``, ``03``) or name."""
+    """The course notebooks in order; ``only`` selects by number (``00``, ``03``) or name, exactly: a
+    prefix such as ``0`` or ``''`` would select several notebooks."""
     paths = sorted((folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if only:
-        chosen = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
-        unknown = [o for o in only if not any(p.name.startswith(o) or p.stem == o for p in paths)]
+        chosen = [p for p in paths if any(o in (p.name[:2], p.stem, p.name) for o in only)]
+        unknown = [o for o in only if not any(o in (p.name[:2], p.stem, p.name) for p in paths)]
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[p.name[:2] for p in paths]}")
         paths = chosen

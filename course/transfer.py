@@ -1,4 +1,9 @@
-"""Exp 5: the variants of the transfer (``reftx_lib.model.convert``) and the reports that judge them."""
+"""Exp 5: start an encoder-decoder from a decoder-only language model, the variants of that transfer, and
+the reports that judge them.
+
+The layers share parameter shapes, so the decoder-only weights seed every encoder layer (only the mask
+changes), every decoder layer's self-attention, FFN and norms, and optionally the cross-attention (which
+has no pretrained counterpart: copied from self-attention, ``cross_init="self"``, or left fresh)."""
 
 from __future__ import annotations
 
@@ -7,8 +12,54 @@ import pandas as pd
 import torch
 
 from course.evaluation import DISTINCT_FLOOR
-from reftx_lib.model.convert import convert_decoder_only_to_encoder_decoder
 from reftx_lib.model.transformer import ReferenceDecoderOnly, ReferenceTransformer
+
+CROSS_INITS = ("self", "random")
+
+
+@torch.no_grad()
+def convert_decoder_only_to_encoder_decoder(
+    dec_model: ReferenceDecoderOnly,
+    cross_init: str = "self",
+    init_encoder: bool = True,
+    init_decoder: bool = True,
+    init_embedding: bool = True,
+    max_len: int | None = None,
+) -> ReferenceTransformer:
+    """A ``ReferenceTransformer`` of the same sizes, initialized from ``dec_model``'s weights so Exp 5 can
+    measure transfer. ``init_encoder=False`` keeps the encoder fresh, ``init_decoder=False`` the decoder
+    (cross-attention included), ``init_embedding=False`` the shared embedding (seed torch beforehand).
+    The result is on ``dec_model``'s device in training mode; ``dec_model`` is not modified."""
+    if not isinstance(dec_model, ReferenceDecoderOnly):
+        raise TypeError(f"dec_model must be a ReferenceDecoderOnly, got {type(dec_model).__name__}")
+    if cross_init not in CROSS_INITS:
+        raise ValueError(f"unknown cross_init {cross_init!r}; allowed values: {list(CROSS_INITS)}")
+    pretrained_len = dec_model.config.max_len
+    config = dec_model.config.replace(prefix_lm=False, max_len=pretrained_len if max_len is None else max_len)
+    if config.max_len < pretrained_len:
+        raise ValueError(f"max_len={config.max_len} is below the pretrained model's {pretrained_len}")
+    device = next(dec_model.parameters()).device
+    model = ReferenceTransformer(config=config)  # fresh init first, so the RNG use matches a scratch model
+    if init_embedding:
+        model.embed.weight.copy_(dec_model.embed.weight)
+        if not config.tie_embeddings:
+            model.lm_head.weight.copy_(dec_model.lm_head.weight)
+    # load_state_dict copies in place and refuses modules whose parameter names or shapes differ
+    for src, enc, dst in zip(dec_model.layers, model.encoder_layers, model.decoder_layers):
+        if init_encoder:  # the same self-attention, FFN and norms; only the mask differs
+            enc.load_state_dict(src.state_dict())
+        if init_decoder:
+            for part in ("self_attn", "self_norm", "ffn", "ffn_norm"):
+                getattr(dst, part).load_state_dict(getattr(src, part).state_dict())
+            if cross_init == "self":
+                dst.cross_attn.load_state_dict(src.self_attn.state_dict())
+                dst.cross_norm.load_state_dict(src.self_norm.state_dict())
+    if init_encoder:
+        model.encoder_norm.load_state_dict(dec_model.norm.state_dict())
+    if init_decoder:
+        model.decoder_norm.load_state_dict(dec_model.norm.state_dict())
+    return model.to(device).train()
+
 
 # Exp 5's initializations: name -> converter arguments (None: a fresh ReferenceTransformer).
 TRANSFER_VARIANTS: dict[str, dict | None] = {
@@ -124,7 +175,7 @@ def transfer_summary(records: list[dict]) -> dict:
 
 
 def transfer_report(summary: dict) -> str:
-    """``transfer_summary`` as the sentences notebook 06 prints: each verdict with the numbers behind it."""
+    """``transfer_summary`` as the sentences notebook 07 prints: each verdict with the numbers behind it."""
     noise = summary["noise"]
     lines = [
         "seed noise: "

@@ -26,6 +26,7 @@ from course.attention import (
     corpus_contrast,
     cross_headlines,
     cross_profile,
+    monotonicity,
     plot_stat_distributions,
     speaker_mass,
     speaker_token_mask,
@@ -35,7 +36,7 @@ from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.attention.explorer import AttentionExplorer, to_bertviz
 from reftx_lib.attention.extract import AttentionRecord, extract_attention, token_labels
 from reftx_lib.attention.plots import plot_attention, plot_attention_grid
-from reftx_lib.attention.stats import attention_stats, uniform_baseline
+from reftx_lib.attention.stats import attention_stats, stack_records, uniform_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGUE = "Amanda: I baked cookies. Do you want some?\nJerry: Sure! Amanda: is a name here, not a speaker."
@@ -194,10 +195,9 @@ def test_cross_monotonicity_and_alignment():
     att = np.zeros((1, 2, t, s))
     att[0, 0, np.arange(t), aligned] = 1.0  # head 0: monotonic
     att[0, 1, np.arange(t), aligned[::-1]] = 1.0  # head 1: backwards
-    stats = attention_stats(record_of("cross", att), "cross")
-    np.testing.assert_allclose(stats["monotonicity"], [[1.0, -1.0]], atol=1e-6)
-    assert stats["diagonal"][0, 0] == pytest.approx(1.0)
-    np.testing.assert_allclose(uniform_baseline(record_of("cross", att), "cross")["monotonicity"], 0.0)
+    record = record_of("cross", att)
+    np.testing.assert_allclose(monotonicity(*stack_records(record, "cross")), [[[1.0, -1.0]]], atol=1e-6)
+    assert attention_stats(record, "cross")["diagonal"][0, 0] == pytest.approx(1.0)
 
 
 def test_speaker_mask_on_two_line_dialogue(tok, encdec):
@@ -224,9 +224,14 @@ def test_stats_over_dataset_matches_records_and_is_deterministic(encdec, tok, ro
     rec = extract_attention(encdec, rows[2], tok)  # batched with padding above, alone here
     for kind in rec.kinds:
         part = df[(df.example == 2) & (df.kind == kind)].sort_values(["layer", "head"])
-        for name, value in attention_stats(rec, kind).items():
+        expected = attention_stats(rec, kind)
+        if kind == "cross":
+            expected["monotonicity"] = monotonicity(*stack_records(rec, kind)).numpy()
+        for name, value in expected.items():
             np.testing.assert_allclose(part[name].to_numpy(), value.reshape(-1), atol=1e-5)
-    cross0 = df[(df.example == 0) & (df.kind == "cross")]
+    cross = df[df.kind == "cross"]
+    assert (cross["uniform_monotonicity"] == 0).all()  # uniform attention walks nowhere
+    cross0 = cross[cross.example == 0]
     assert cross0["uniform_speaker_mass"].iloc[0] == pytest.approx(
         speaker_token_mask(DIALOGUE, tok).mean(), abs=1e-6
     )

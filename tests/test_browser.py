@@ -7,7 +7,7 @@ notebook (a tiny random model; the course notebook comes later), runs it through
 the Lab menu, changes the head dropdown and checks that the heat map image changed.
 A screenshot goes to the test's temporary folder; with ``REFTX_UPDATE_SCREENSHOT=1`` the demo notebook
 shows the trained SAMSum baseline of the ``full`` budget instead (its finished checkpoint must exist:
-run notebook 01 at ``full`` first) and the screenshot replaces ``figures/exp3_explorer_browser.png``,
+run notebook 02 at ``full`` first) and the screenshot replaces ``figures/exp3_explorer_browser.png``,
 so running the tests never changes a committed file and the committed picture shows a course model.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``): ``playwright install``
@@ -146,7 +146,7 @@ def jupyterlab(tmp_path):
     trained = os.environ.get("REFTX_UPDATE_SCREENSHOT") == "1"
     if trained and not (REPO / "checkpoints" / "full" / "samsum-baseline" / "last.pt").is_file():
         pytest.fail(
-            "REFTX_UPDATE_SCREENSHOT=1 needs the full SAMSum baseline: run notebook 01 at --budget full"
+            "REFTX_UPDATE_SCREENSHOT=1 needs the full SAMSum baseline: run notebook 02 at --budget full"
         )
     write_demo_notebook(root / "demo.ipynb", trained=trained)
     settings = {  # no news toast over the screenshot; no "Select Kernel" dialog when kernelspecs load late

@@ -2,7 +2,7 @@
 
 nbval executes them (see the README's test command); these checks cover what
 execution cannot: one parameters cell each, no `;`-terminated cells, and committed
-outputs that come from a real `cpu` or `gpu` run, whose provenance is the first output.
+outputs that come from a real `cpu`, `full` or `gpu` run, whose provenance is the first output.
 """
 
 import json
@@ -20,7 +20,7 @@ NOTEBOOKS = notebooks()
 
 def test_course_has_all_notebooks():
     names = [p.name[:2] for p in NOTEBOOKS]
-    assert names == ["00", "01", "02", "03", "04", "05", "06"]
+    assert names == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

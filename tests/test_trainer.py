@@ -3,22 +3,23 @@
 import itertools
 import math
 import random
+import re
 
 import pytest
 import torch
 
-from course.evaluation import (
-    kept_steps,
-    longest_3,
-    rouge_trend,
-    source_ablation,
-    summary_diversity,
-    unigram_loss,
-)
+from course.evaluation import kept_steps, longest_3, rouge_trend, summary_diversity, unigram_loss
 from course.report import curve, flattened, last_quarter_improvement, steady_step_seconds
 from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 from reftx_lib.train.checkpoint import load_checkpoint, load_model
-from reftx_lib.train.evaluation import compute_rouge, evaluate_loss, perplexity
+from reftx_lib.train.evaluation import (
+    compute_rouge,
+    evaluate_loss,
+    perplexity,
+    source_ablation,
+    source_use,
+    speaker_name_precision,
+)
 from reftx_lib.train.trainer import History, TrainConfig, lr_lambda, train
 
 V = 40
@@ -111,11 +112,12 @@ def test_checkpoint_rebuilds_model_and_is_atomic(tmp_path):
     rows = synthetic_rows(40, True)
     model = make(ReferenceTransformer)
     train(model, rows[:30], rows[30:], cfg(max_steps=4, checkpoint_dir=str(tmp_path), tokenizer={"vocab": V}))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    names = sorted(p.name for p in tmp_path.iterdir())  # the weights named by their state's sha256
+    assert [re.sub(r"\.[0-9a-f]{16}\.", ".<sha>.", n) for n in names] == [
+        "best.<sha>.safetensors",
         "best.pt",
-        "best.safetensors",
+        "last.<sha>.safetensors",
         "last.pt",
-        "last.safetensors",
     ]
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert {"optimizer", "scheduler", "rng", "train_config", "history", "tokenizer"} <= set(ckpt)
@@ -324,11 +326,43 @@ def test_source_ablation_sees_whether_the_target_depends_on_the_source():
     model = make(ReferenceTransformer)
     same_source = [[5, 6, 7, 3] + r[r.index(3) + 1 :] for r in rows]
     assert source_ablation(model, same_source, 256)["gain"] == pytest.approx(0.0, abs=1e-6)
-    train(model, rows, rows[:8], cfg(max_steps=60))
+    train(model, rows, rows[:8], cfg(max_steps=120))
     trained = source_ablation(model, rows, 256)
     assert trained["gain"] > 0.5  # a copying model is lost without its own source
     with pytest.raises(ValueError, match="at least 2 rows"):
         source_ablation(model, rows[:1], 256)
+
+
+def test_speaker_name_precision_counts_only_names_of_the_own_dialogue():
+    dialogues = ["Amanda: hi\r\nJerry: hello", "Lila: coffee?\nTom Smith: sure", "Olivia: ok"]
+    summaries = ["Amanda greets Jerry.", "Lila and Amanda want coffee.", "Nobody is named."]
+    result = speaker_name_precision(summaries, dialogues)
+    assert result == {"precision": pytest.approx(3 / 4), "mentions": 4}  # Amanda is not in dialogue 2
+    assert speaker_name_precision(["Tom Smith agrees."], dialogues[1:2])["precision"] == 1.0
+    assert speaker_name_precision(["no names"], ["Ann: x"]) == {"precision": 0.0, "mentions": 0}
+
+
+def test_source_use_gate_measures_reading_and_needs_all_three_numbers():
+    from datasets import Dataset
+
+    rows = synthetic_rows(60, packed=True)  # the target repeats the source: reading is everything
+    test = Dataset.from_dict({"input_ids": rows[:20], "dialogue": ["Ann: x"] * 20})
+    model = make(ReferenceTransformer)
+    untrained = source_use(model, rows[:20], test, _WordTokenizer(), max_new_tokens=4)
+    assert not untrained["reads_source"] and untrained["ablation_gain_nats"] < 0.05
+    train(model, rows, rows[:8], cfg(max_steps=120))
+    trained = source_use(model, rows[:20], test, _WordTokenizer(), max_new_tokens=12)
+    assert trained["ablation_gain_nats"] > 0.3  # measured 0.48
+    assert trained["distinct_share_greedy"] > untrained["distinct_share_greedy"]
+    assert not trained["reads_source"]  # it names no speaker: the gate needs all three
+    assert trained["thresholds"] == {"gain": 0.3, "distinct": 0.9, "names": 0.9}
+
+
+class _WordTokenizer:
+    """Decodes ids as words, so that a summary of other ids is another string."""
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [" ".join(f"w{t}" for t in row if t > 3) for row in rows]
 
 
 def test_longest_3_keeps_dialogue_order():

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer, convert_decoder_only_to_encoder_decoder
+from course.transfer import convert_decoder_only_to_encoder_decoder
+from reftx_lib import ReferenceDecoderOnly, ReferenceTransformer
 
 V = 50
 TINY = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=32)

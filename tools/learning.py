@@ -18,6 +18,10 @@ equal and compares their validation losses along the way:
   ``first half [SEP] second half [EOS]``. On SAMSum the encoder-decoders read
   ``dialogue [SEP] summary [EOS]`` and the decoder-only models the same row as
   one text after ``[BOS]``;
+- on ``copy``, reading isolated (issue 30): each source is a SAMSum dialogue's first 96 tokens and
+  its target the first 24 of them again, so only a model that learns to read its source position
+  by position drives the loss toward 0 (``python -m tools --learning --archs encoder-decoder
+  --corpora copy --steps 1500 --eval-every 250 --warmup-steps 100 --seeds 0 1``);
 - one validation loss for both sides: the token-weighted mean cross-entropy of
   each model's logits on exactly the same target tokens (``_target_nll``).
 
@@ -61,7 +65,8 @@ from reftx_lib.train.loss import training_loss
 from reftx_lib.train.step import training_inputs
 from tools.peers import copy_gpt2_into_ours
 
-CORPORA = ("textbooks", "samsum", "tinystories")
+CORPORA = ("textbooks", "samsum", "tinystories", "copy")
+COPY_SOURCE, COPY_TARGET = 96, 24  # the copy task: a dialogue's first 96 tokens, then its first 24 again
 ARCHITECTURES = ("decoder-only", "encoder-decoder")
 PEERS = {"decoder-only": "GPT2LMHeadModel", "encoder-decoder": "MBartForConditionalGeneration"}
 
@@ -126,9 +131,11 @@ def corpus_rows(
 
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; allowed values: {list(CORPORA)}")
-    ds = load_corpus(corpus)
+    ds = load_corpus("samsum" if corpus == "copy" else corpus)
     ds = DatasetDict(train=ds["train"], validation=ds["validation"])
-    if corpus == "samsum":
+    if corpus == "copy":  # reading isolated: the target is the source's start, so copying drives loss to 0
+        train, val = (copy_rows(list(ds[s]["dialogue"]), tokenizer, arch) for s in ("train", "validation"))
+    elif corpus == "samsum":
         data, _ = encode_samsum(
             ds, tokenizer, max_source_len=setup.max_source_len, max_target_len=setup.max_target_len
         )
@@ -143,6 +150,17 @@ def corpus_rows(
             f"{corpus}: only {len(val)} validation rows, fewer than n_val={setup.n_val}; lower --n-val"
         )
     return list(train), list(val[: setup.n_val])
+
+
+def copy_rows(dialogues: list[str], tokenizer, arch: str) -> list[list[int]]:
+    """``first 96 tokens [SEP] first 24 tokens`` of every dialogue that has 96 tokens: the target can be
+    read off the source position by position, so only a model that reads its source learns it (the
+    decoder-only side reads the row as one text after [BOS], as on SAMSum)."""
+    from reftx_lib.data.preprocessing import tokenize
+
+    rows = [d[:COPY_SOURCE] + [SEP_ID] + d[:COPY_TARGET] for d in tokenize(tokenizer, dialogues)]
+    rows = [r for r in rows if len(r) == COPY_SOURCE + 1 + COPY_TARGET]
+    return [[BOS_ID] + r for r in rows] if arch == "decoder-only" else rows
 
 
 def batch_order(n_rows: int, setup: LearningSetup, seed: int) -> list[list[int]]:

@@ -209,3 +209,37 @@ def copy_gpt2_into_ours(gpt2: nn.Module, ours: nn.Module) -> None:
     when ours uses sinusoids."""
     for mine, theirs, transposed in gpt2_pairs(gpt2, ours):
         mine.copy_(theirs.t() if transposed else theirs)
+
+
+@torch.no_grad()
+def copy_mbart_into_ours(mbart: nn.Module, ours: nn.Module) -> None:
+    """Give a ``ReferenceTransformer`` (``positions="learned"``) an ``MBartForConditionalGeneration``'s
+    weights, so a test can compare what the two compute (issue 30's search for why ours copied slowly).
+
+    Ours has one position table and one embedding norm for both stacks, MBart two of each: the encoder's
+    are copied, so the two compute alike only while MBart's decoder ones are equal to them (as at init, or
+    after a test ties them). Ours without ``embed_norm`` is MBart without its ``layernorm_embedding``.
+    """
+    m = mbart.model
+    weights = {"embed.weight": m.shared.weight, "pos.weight": m.encoder.embed_positions.weight[2:]}
+    if ours.config.embed_norm:
+        weights |= {f"embed_norm.{k}": v for k, v in m.encoder.layernorm_embedding.named_parameters()}
+    parts = {"self_attn": "self_attn", "self_norm": "self_attn_layer_norm", "ffn_norm": "final_layer_norm"}
+    parts |= {"cross_attn": "encoder_attn", "cross_norm": "encoder_attn_layer_norm", "ffn.fc1": "fc1"}
+    parts["ffn.fc2"] = "fc2"
+    for stack, layers in (("encoder_layers", m.encoder.layers), ("decoder_layers", m.decoder.layers)):
+        for i, layer in enumerate(layers):
+            for mine, theirs in parts.items():
+                if not hasattr(layer, theirs):
+                    continue  # an encoder layer has no cross-attention
+                module, name = getattr(layer, theirs), f"{stack}.{i}.{mine}"
+                if mine.endswith("attn"):  # MBart's q, k, v projections are our stacked in_proj
+                    q, k, v = module.q_proj, module.k_proj, module.v_proj
+                    weights[f"{name}.in_proj.weight"] = torch.cat([q.weight, k.weight, v.weight])
+                    weights[f"{name}.in_proj.bias"] = torch.cat([q.bias, k.bias, v.bias])
+                    module, name = module.out_proj, f"{name}.out_proj"
+                weights |= {f"{name}.{k}": v for k, v in module.named_parameters()}
+    weights |= {f"encoder_norm.{k}": v for k, v in m.encoder.layer_norm.named_parameters()}
+    weights |= {f"decoder_norm.{k}": v for k, v in m.decoder.layer_norm.named_parameters()}
+    weights["pos.weight"] = weights["pos.weight"][: ours.config.max_len]
+    ours.load_state_dict({**weights, "lm_head.weight": m.shared.weight}, strict=True)

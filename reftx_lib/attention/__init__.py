@@ -1,9 +1,8 @@
 """Attention, read out and drawn: ``extract`` (a model's attention as ``AttentionRecord``s, padding cut
 away), ``stats`` (per layer and head next to uniform attention; headless), ``plots`` (matplotlib) and
 ``explorer`` (ipywidgets, bertviz). Everywhere rows are queries and columns are keys. The course's own
-analyses (Exp 1 and Exp 3) are in ``course.attention``. The names below load on first use, so that
-importing ``stats`` never loads a plotting or widget library.
-"""
+analyses (Exp 1 and Exp 3) are in ``course.attention``. The names below load on first use, so importing
+``stats`` never loads a plotting or widget library."""
 
 import importlib
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 from collections.abc import Callable, Mapping, Sequence
@@ -40,10 +41,10 @@ def to_bertviz(
 
 
 def _source(name: str, spec) -> tuple[int, Callable[[int], AttentionRecord]]:
-    """(number of examples, example index -> record) of one explorer source."""
+    """(number of examples, example index -> record) of one explorer source; records are extracted once."""
     if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], torch.nn.Module):
         model, examples, tokenizer = spec
-        return len(examples), lambda i: extract_attention(model, examples[i], tokenizer)
+        return len(examples), functools.cache(lambda i: extract_attention(model, examples[i], tokenizer))
     if isinstance(spec, Sequence) and spec and all(isinstance(r, AttentionRecord) for r in spec):
         return len(spec), spec.__getitem__
     raise ValueError(f"source {name!r} must be (model, examples, tokenizer) or a list of AttentionRecord")
@@ -60,7 +61,6 @@ class AttentionExplorer:
         self._sources = {name: _source(name, spec) for name, spec in sources.items()}
         if not all(count for count, _ in self._sources.values()):
             raise ValueError("an explorer source needs at least one example or record")
-        self._cache: dict[tuple[str, int], AttentionRecord] = {}
         self.top_k = top_k
         self._shown: np.ndarray | None = None
         self._syncing = False
@@ -85,10 +85,7 @@ class AttentionExplorer:
 
     def record(self) -> AttentionRecord:
         """The record of the selected source and example (extracted once, then cached)."""
-        key = (self.source.value, self.example.value)
-        if key not in self._cache:
-            self._cache[key] = self._sources[key[0]][1](key[1])
-        return self._cache[key]
+        return self._sources[self.source.value][1](self.example.value)
 
     def current_matrix(self) -> np.ndarray:
         """The (T_query, T_key) matrix shown right now."""

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from ..data.batching import pad_batch
-from ..model.packing import split_packed_row
 from ..model.transformer import ReferenceTransformer
 
 KINDS = ("encoder", "decoder", "cross")
@@ -95,7 +94,7 @@ def split_example(model: nn.Module, example) -> tuple[list[int] | None, list[int
         ids = _strip_pad(as_ids(example), pad)
         if not encdec:
             return None, ids
-        src, tgt = split_packed_row(ids, model.config.sep_token_id)
+        src, tgt = model.split_packed_row(ids)
     if not src or not tgt:
         got = f"{len(src)} source and {len(tgt)} target tokens"
         raise ValueError(f"need a non-empty source and target, got {got}")

@@ -36,8 +36,7 @@ def padded_stats(
 ) -> dict[str, Tensor]:
     """Per-example statistics (B, L, H) of zero-padded ``kind`` attention ``att`` (B, L, H, T, S), each a mean
     over rows with a choice: normalised ``entropy``, ``distance`` |j - i S / T|, mass on the aligned key
-    (``diagonal``), the one before (``previous``), key 0 (``first``), masked keys (``key_mass``); cross
-    gets ``monotonicity`` (Spearman of row index and argmax key)."""
+    (``diagonal``), the one before (``previous``), key 0 (``first``) and masked keys (``key_mass``)."""
     b, n_layers, n_heads, t, s = att.shape
     visible = _visible(k_len, t, s, kind == "decoder")  # (B, T, S)
     n_keys = visible.sum(-1)  # (B, T)
@@ -57,26 +56,9 @@ def padded_stats(
         "previous": _row_mean(p.gather(-1, (idx - 1).clamp(min=0))[..., 0], rows & (aligned_idx > 0)),
         "first": _row_mean(p[..., 0], rows),
     }
-    if kind == "cross":
-        stats["monotonicity"] = _spearman_with_position(p.argmax(-1), rows)
     if key_mask is not None:
         stats["key_mass"] = _row_mean((p * key_mask[:, None, None, None, :s]).sum(-1), rows)
     return stats
-
-
-def _spearman_with_position(argmax: Tensor, rows: Tensor) -> Tensor:
-    """Spearman (B, L, H) of row index and ``argmax`` (B, L, H, T) over ``rows`` (B, T), ties as scipy's."""
-    valid = rows[:, None, None, :]  # (B, 1, 1, T)
-    pair = valid[..., None] & valid[..., None, :]  # (B, 1, 1, T, T) both rows valid
-    less = ((argmax[..., None, :] < argmax[..., :, None]) & pair).sum(-1)  # (B, L, H, T)
-    equal = ((argmax[..., None, :] == argmax[..., :, None]) & pair).sum(-1)
-    y = (less + (equal + 1) / 2).float()
-    x = torch.arange(argmax.size(-1), dtype=torch.float).expand_as(y)
-    n = valid.sum(-1).clamp(min=1)
-    dx = (x - (x * valid).sum(-1, keepdim=True) / n[..., None]) * valid
-    dy = (y - (y * valid).sum(-1, keepdim=True) / n[..., None]) * valid
-    denom = torch.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
-    return torch.where(denom > 1e-9, (dx * dy).sum(-1) / denom.clamp(min=1e-9), torch.nan)
 
 
 def uniform_stats(
@@ -85,10 +67,7 @@ def uniform_stats(
     """``padded_stats`` of uniform attention over visible keys: the baseline length-dependent stats need."""
     visible = _visible(k_len, att.shape[-2], att.shape[-1], kind == "decoder").float()  # (B, T, S)
     uniform = (visible / visible.sum(-1, keepdim=True).clamp(min=1))[:, None, None].expand_as(att)
-    stats = padded_stats(uniform, q_len, k_len, kind, key_mask)
-    if "monotonicity" in stats:
-        stats["monotonicity"] = torch.zeros_like(stats["monotonicity"])
-    return stats
+    return padded_stats(uniform, q_len, k_len, kind, key_mask)
 
 
 def stack_records(records: Records, kind: str) -> tuple[Tensor, Tensor, Tensor]:

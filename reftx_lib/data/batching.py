@@ -16,10 +16,8 @@ def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.LongTensor:
     causal masks and learned position embeddings expect."""
     if not seqs:
         raise ValueError("pad_batch got an empty list of sequences; pass at least one")
-    batch = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)  # (B, T_max)
-    for row, seq in enumerate(seqs):
-        batch[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return batch
+    rows = [torch.as_tensor(seq, dtype=torch.long) for seq in seqs]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)  # (B, T_max)
 
 
 Length = int | tuple[int, int]  # a row's tokens, or an encoder-decoder row's (source, target) tokens

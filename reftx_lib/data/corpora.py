@@ -48,9 +48,7 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
     passed = set(json.loads(record_file.read_text())) if record_file.is_file() else set()
     if key in passed:
         return
-    fix = (
-        f"fix or remove that line of {path}, or point REFTX_DATA_DIR at a good copy (shared/data/SOURCES.md)"
-    )
+    fix = f"fix or remove that line of {path}, or set REFTX_DATA_DIR to good data (shared/data/SOURCES.md)"
     records = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -68,9 +66,9 @@ def check_jsonl(path: Path, fields: Sequence[str]) -> None:
                 raise ValueError(f"{where} not valid JSON ({exc.msg} at column {exc.colno}); {fix}") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{where} a JSON {type(record).__name__}, not an object; {fix}")
-            for name in fields:
-                if not isinstance(record.get(name), str):
-                    got = "missing" if name not in record else f"{json.dumps(record[name])}, not a string"
+            for name in fields:  # a lone surrogate escape such as \ud800 decodes to no character: not text
+                if not isinstance(record.get(name), str) or re.search("[\ud800-\udfff]", record[name]):
+                    got = "missing" if name not in record else f"{json.dumps(record[name])}, not text"
                     raise ValueError(f"{where} field {name!r} is {got}; {fix}")
             records += 1
     if records == 0:
@@ -93,13 +91,13 @@ def _hash_split(ds: Dataset, key_column: str) -> DatasetDict:
     return DatasetDict({n: with_split.filter(keep(n), batched=True).remove_columns("_split") for n in SPLITS})
 
 
-def _json(files: str | dict[str, str], **kwargs) -> Dataset | DatasetDict:
-    return load_dataset("json", data_files=files, cache_dir=str(cache_dir() / "datasets"), **kwargs)
+def _json(path: Path) -> Dataset:  # one file, one split: a field found in one file only breaks no schema
+    return load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache_dir() / "datasets"))
 
 
 def _clean_samsum(raw: DatasetDict) -> DatasetDict:
     """Normalise line endings and drop empty dialogues (logged by id)."""
-    raw = raw.map(
+    raw = raw.select_columns(["id", "summary", "dialogue"]).map(
         lambda batch: {"dialogue": [d.replace("\r\n", "\n") for d in batch["dialogue"]]}, batched=True
     )
     out = {}
@@ -109,6 +107,8 @@ def _clean_samsum(raw: DatasetDict) -> DatasetDict:
             ids = ", ".join(empty["id"])
             _warn_once(f"samsum/{split}: dropped {len(empty)} record(s) with an empty dialogue, id(s) {ids}")
         out[split] = ds.filter(lambda batch: [bool(d.strip()) for d in batch["dialogue"]], batched=True)
+        if not len(out[split]):
+            raise ValueError(f"samsum/{split}: every dialogue is empty, so no record is left; fix its file")
     return DatasetDict(out)
 
 
@@ -116,7 +116,7 @@ def _samsum_hub() -> DatasetDict:
     raw = load_dataset("knkarthick/samsum")
     renames = {"val": "validation", "valid": "validation"}
     raw = DatasetDict({renames.get(split, split): ds for split, ds in raw.items()})
-    return _clean_samsum(raw.select_columns(["id", "summary", "dialogue"]))
+    return _clean_samsum(raw)
 
 
 def split_sections(text: str) -> list[str]:
@@ -162,10 +162,10 @@ def _stories(raw: Dataset) -> DatasetDict:
 
 
 _LOADERS = {  # name -> (load from the local files LOCAL_FILES[name], load from the Hub)
-    "samsum": (lambda files: _clean_samsum(_json(dict(zip(SPLITS, map(str, files))))), _samsum_hub),
-    "textbooks": (lambda files: _textbooks(_json(str(files[0]), split="train")), _textbooks_hub),
+    "samsum": (lambda files: _clean_samsum(DatasetDict(zip(SPLITS, map(_json, files)))), _samsum_hub),
+    "textbooks": (lambda files: _textbooks(_json(files[0])), _textbooks_hub),
     "tinystories": (
-        lambda files: _stories(_json(str(files[0]), split="train")),
+        lambda files: _stories(_json(files[0])),
         lambda: _stories(load_dataset("roneneldan/TinyStories", split="train")),
     ),
 }

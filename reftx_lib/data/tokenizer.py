@@ -1,5 +1,5 @@
 """One byte-level BPE tokenizer for every experiment: one vocabulary makes losses and checkpoints comparable,
-and byte-level BPE round-trips any UTF-8 text exactly."""
+and byte-level BPE round-trips any UTF-8 text exactly: "<sep>" written in a text is text, never id 3."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ logger = logging.getLogger("reftx")
 INFO_FILE = "reftx_tokenizer.json"
 _FORMAT_VERSION = 1  # bump when the training recipe changes, to invalidate caches
 _BATCH = 1000
+MAX_RECORD_CHARS = 100_000  # fed to training per record: BPE time grows as the square of a word's length
 
 
 def _check_vocab_size(vocab_size: int) -> None:
@@ -40,8 +41,8 @@ def _training_texts(corpora: Sequence[str], search_path: list[Path] | None) -> I
         fields = ("dialogue", "summary") if name == "samsum" else ("text",)
         for start in range(0, len(train), _BATCH):
             batch = train[start : start + _BATCH]
-            for field in fields:
-                yield batch[field]
+            for field in fields:  # the corpora's longest record has 71k; 1M with no space would take minutes
+                yield [text[:MAX_RECORD_CHARS] for text in batch[field]]
 
 
 def train_bpe(texts: Iterator[list[str]] | Sequence[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:
@@ -59,8 +60,8 @@ def train_bpe(texts: Iterator[list[str]] | Sequence[str], vocab_size: int = 8192
     if ids != [PAD_ID, BOS_ID, EOS_ID, SEP_ID]:
         raise RuntimeError(f"special token ids are {ids}, expected [0, 1, 2, 3]")
     specials = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "sep_token": "<sep>"}
-    # clean_up_tokenization_spaces=False keeps decode(encode(text)) == text
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **specials, clean_up_tokenization_spaces=False)
+    options = dict(clean_up_tokenization_spaces=False, split_special_tokens=True)  # decode(encode(t)) == t
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **specials, **options)
 
 
 def tokenizer_key(vocab_size: int, corpora: Sequence[str], search_path: list[Path] | None = None) -> str:
@@ -93,7 +94,7 @@ def load_tokenizer(
             os.rename(tmp, final)
         except OSError:  # another process finished first; its copy is identical
             shutil.rmtree(tmp)
-    return PreTrainedTokenizerFast.from_pretrained(str(final))
+    return PreTrainedTokenizerFast.from_pretrained(str(final), split_special_tokens=True)  # older caches too
 
 
 def cached_tokenizer(key: str) -> PreTrainedTokenizerFast:
@@ -104,4 +105,4 @@ def cached_tokenizer(key: str) -> PreTrainedTokenizerFast:
             f"tokenizer {key} is not cached in {cache_dir()}: copy its folder tokenizer-{key} there, or "
             "rebuild it with `python -m course prepare` from the corpora it was trained on"
         )
-    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    return PreTrainedTokenizerFast.from_pretrained(str(folder), split_special_tokens=True)

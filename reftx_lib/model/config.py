@@ -44,7 +44,11 @@ class ModelConfig:
     # Pre-LN never normalizes the residual stream before the final LayerNorm, so the 2017 paper's embedding
     # scale and unit sinusoids would drown what each block adds at init (notebook 00, ``tools.learning``).
     scale_embedding: bool = False  # multiply token embeddings by sqrt(d_model), as in the 2017 paper
-    position_scale: float | None = None  # amplitude of the sinusoids; None: the token embeddings' RMS at init
+    position_scale: float | None = None  # amplitude of the sinusoids; None: as ``embed_norm`` needs them
+    # LayerNorm on token + position, as BART and MBart (not GPT-2); None: the architecture's own (only the
+    # encoder-decoder's). Without it our encoder-decoder barely learned to copy its source, and its
+    # summaries ignored the dialogue (issue 30, ``python -m tools --learning --corpora copy``).
+    embed_norm: bool | None = None
     positions: str = "sinusoidal"  # or "learned" (GPT-2's trained (max_len, D) table); they learn alike
     prefix_lm: bool = False  # decoder-only, reading each row up to its first SEP both ways
 
@@ -61,11 +65,13 @@ class ModelConfig:
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
                 f"allowed n_heads values here: {allowed}"
             )
-        if self.position_scale is None:  # each sin/cos entry has RMS 1/sqrt(2): positions' RMS is INIT_STD
-            object.__setattr__(self, "position_scale", INIT_STD * 2**0.5)
+        if self.position_scale is None and self.embed_norm is not None:
+            # Plain: sinusoids of RMS INIT_STD, as loud as the tokens at init (sin/cos have RMS 1/sqrt(2)).
+            # Normalized: fixed at 0.1, where the norm cannot let the growing token embeddings drown them.
+            object.__setattr__(self, "position_scale", 0.1 if self.embed_norm else INIT_STD * 2**0.5)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
-        if not self.position_scale > 0:
+        if self.position_scale is not None and not self.position_scale > 0:
             raise ValueError(f"position_scale must be positive, got {self.position_scale!r}")
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -92,7 +98,7 @@ class ModelConfig:
     def from_dict(cls, stored: dict) -> ModelConfig:
         """Rebuild a stored config, refusing one of an older reftx whose model this one would build
         differently (never a silent mismatch)."""
-        stored = dict(stored)
+        stored = {"embed_norm": False, **stored}  # stored before issue 30: built without the norm
         if "scale_embedding" not in stored or not stored.pop("norm_first", True):
             raise ValueError(
                 "this model config was stored by an older reftx (before the embedding fix of issue 14, "

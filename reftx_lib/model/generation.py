@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+from transformers import NoRepeatNGramLogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
 
 from .layers import prefix_lm_mask
 from .packing import check_ids
@@ -15,6 +15,8 @@ from .packing import check_ids
 
 def _start(model, input_ids: torch.Tensor, use_cache: bool) -> tuple[dict, torch.Tensor]:
     """The decoding state and the first tokens to feed: BOS after the encoded source, or the prompt."""
+    if not all(p.isfinite().all() for p in model.parameters()):  # NaN weights decode to "" or fail to sample
+        raise FloatingPointError("weights hold NaN or inf, as a diverged run's do: load a good checkpoint")
     c = model.config
     state = {"seq": input_ids[:, :0], "caches": [{} for _ in range(c.n_layers)] if use_cache else None}
     if model.is_encoder_decoder:
@@ -56,19 +58,6 @@ def _reorder(state: dict, index: torch.Tensor) -> None:
     state.update({key: value[index] for key, value in state.items() if torch.is_tensor(value)})
     for kv in (kv for cache in state["caches"] or [] for kv in cache.values()):
         kv.update({key: value[index] for key, value in kv.items() if torch.is_tensor(value)})
-
-
-def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Mask (B, V) logits outside the top-k set and outside the smallest nucleus of mass top_p."""
-    if top_k is not None:
-        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > top_p  # keep the token that crosses top_p
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return logits
 
 
 def _check_sampling(do_sample: bool, num_beams: int, temperature: float, top_k, top_p) -> None:
@@ -125,12 +114,17 @@ def generate(
             "beam search is deterministic: use num_beams=1 with do_sample=True, or do_sample=False"
         )
     _check_sampling(do_sample, num_beams, temperature, top_k, top_p)
+    # Hugging Face's filters set to -inf the logits outside the top k and outside the nucleus of mass top_p
+    filters = [TopKLogitsWarper(top_k)] if top_k is not None else []
+    filters += [TopPLogitsWarper(top_p)] if top_p is not None else []
 
     def pick(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> the next token of each row (B,)
         if not do_sample:
             return logits.argmax(dim=-1)
-        probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        logits = logits / temperature
+        for keep in filters:
+            logits = keep(None, logits)  # (B, V); the filters ignore the ids
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
     was_training = model.training
     model.eval()

@@ -34,13 +34,15 @@ class BaseLanguageModel(nn.Module):
 
     def __init__(self, config: ModelConfig | None = None, **sizes) -> None:
         super().__init__()  # Model(config=ModelConfig(...)) or Model(vocab_size=..., d_model=..., ...)
-        self.config = c = config if config is not None else ModelConfig(**sizes)
+        c = config if config is not None else ModelConfig(**sizes)
+        self.config = c = c.replace(embed_norm=self.is_encoder_decoder) if c.embed_norm is None else c
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
         self.pos = (
             layers.SinusoidalPositionalEncoding(c.d_model, c.max_len, c.position_scale)
             if c.positions == "sinusoidal"
             else layers.LearnedPositionalEmbedding(c.d_model, c.max_len)
         )
+        self.embed_norm = nn.LayerNorm(c.d_model) if c.embed_norm else nn.Identity()
         self.drop = nn.Dropout(c.dropout)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
@@ -71,13 +73,12 @@ class BaseLanguageModel(nn.Module):
                 nn.init.normal_(linear.weight, mean=0.0, std=INIT_STD / math.sqrt(len(writers)))
 
     def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """(B, T) ids -> (B, T, D): token plus position signal, with dropout. Both start at RMS 0.02, so
-        neither drowns the other; the 2017 recipe (``scale_embedding=True, position_scale=1.0``) keeps
-        the model on the unigram plateau for hundreds of steps (notebook 00)."""
+        """(B, T) ids -> (B, T, D): token plus position signal, normalized if ``embed_norm``, with dropout.
+        The 2017 recipe (``scale_embedding=True, position_scale=1.0``) drowns the tokens (notebook 00)."""
         tokens = self.embed(ids)  # (B, T, D)
         if self.config.scale_embedding:
             tokens = tokens * math.sqrt(self.config.d_model)
-        return self.drop(tokens + self.pos(ids.size(1), offset))
+        return self.drop(self.embed_norm(tokens + self.pos(ids.size(1), offset)))
 
     def _head(self, hidden: torch.Tensor, labels: torch.Tensor | None, head: bool) -> dict:
         """Logits (B, T, V) and, with labels (B, T), the loss; ``head=False`` returns the final hidden
@@ -155,9 +156,8 @@ class ReferenceDecoderOnly(BaseLanguageModel):
 
 
 class ReferenceTransformer(BaseLanguageModel):
-    """Encoder-decoder Transformer (Vaswani et al. 2017), pre-LN, ``n_layers`` per stack; encoder, decoder
-    and (tied) output head share the token embedding. The decoder reads ``[BOS] + target[:-1]`` and
-    predicts ``target``."""
+    """Encoder-decoder Transformer (Vaswani et al. 2017), pre-LN, ``n_layers`` per stack, one token embedding
+    (encoder, decoder, tied head); the decoder reads ``[BOS] + target[:-1]`` and predicts ``target``."""
 
     is_encoder_decoder = True
 

@@ -1,21 +1,23 @@
-"""Checkpoints that can be trusted: safe to open, checked when read, written atomically, complete enough
-to resume exactly, and reused only by the run that wrote them (``run_identity``). ``<name>.safetensors``
-holds the weights (no code runs when read) with class, config and both files' sha256 in its header;
-``<name>.pt`` the rest, read ``weights_only``: a flipped byte or a torn pair is an error naming the file."""
+"""Checkpoints that can be trusted: safe to open, checked when read, atomic, complete enough to resume
+exactly, reused only by the run that wrote them (``run_identity``). ``<name>.pt`` is the state (read
+``weights_only``), ``<name>.<its sha256>.safetensors`` the weights (no code runs when read), and the
+``.pt`` is renamed into place last: a kill at any moment leaves the previous checkpoint whole."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import random
-import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import SoftFileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_model as save_weights
@@ -25,6 +27,7 @@ from ..model.transformer import BaseLanguageModel, ReferenceDecoderOnly, Referen
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (ReferenceTransformer, ReferenceDecoderOnly)}
 FORMAT = "reftx-checkpoint-3"  # safetensors weights + a weights_only state file, the layout of issue 28
+_OLD_FORMATS = {"reftx-checkpoint-2": "from before the model's layers were rewritten (issue 28)"}
 # The TrainConfig fields that decide a run's weights (not paths, stopping rules, evaluation or logging).
 OPTIMIZER_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "grad_clip")
 RUN_FIELDS = ("max_steps", *OPTIMIZER_FIELDS, "batch_tokens", "pad_apart", "seed", "data", "tokenizer")
@@ -50,11 +53,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def weights_path(path: str | Path) -> Path:
-    """The file that holds the weights of checkpoint ``path``: ``last.pt`` -> ``last.safetensors``."""
-    return Path(path).with_suffix(".safetensors")
-
-
 def _weights_digest(model: torch.nn.Module) -> str:
     """sha256 over every weight's name and bytes, in name order."""
     digest = hashlib.sha256()
@@ -64,99 +62,98 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _temporary(path: Path, write) -> Path:
-    """``write(tmp)`` to a temporary name in ``path``'s folder, flushed to disk; the name is returned."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
 def save_checkpoint(path: str | Path, model: BaseLanguageModel, **state) -> Path:
-    """Write ``model`` and ``state`` as ``path`` and its ``.safetensors``, atomically (see ``_temporary``)."""
+    """Write ``model`` and ``state`` as ``path`` and its weights file, atomically (see the module's doc)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (path.name, weights_path(path).name):
-        for leftover in path.parent.glob(f".{stale}.*.tmp"):
-            leftover.unlink(missing_ok=True)
     head, config = {"format": FORMAT, "model_class": type(model).__name__}, model.config.to_dict()
-    buffer = io.BytesIO()  # the state is hashed before it is written, so the weights' header can vouch for it
+    buffer = io.BytesIO()  # the state is hashed before it is written: its hash names the weights file
     torch.save({**head, "model_config": config, "rng": rng_state(), **state}, buffer)
     state_bytes = buffer.getvalue()
     metadata = {**head, "model_config": json.dumps(config), "state_file": path.name}
     metadata["state_sha256"] = hashlib.sha256(state_bytes).hexdigest()
     metadata["weights_sha256"] = _weights_digest(model)
-    # Both files are complete before either is renamed; the header vouches for the state: a torn pair fails.
-    state_tmp = _temporary(path, lambda tmp: Path(tmp).write_bytes(state_bytes))
-    weights_tmp = _temporary(weights_path(path), lambda tmp: save_weights(model, tmp, metadata=metadata))
-    os.replace(state_tmp, path)
-    os.replace(weights_tmp, weights_path(path))
+    weights = path.with_name(f"{path.stem}.{metadata['state_sha256'][:16]}.safetensors")
+    tmps = [p.with_name(f".{p.name}.tmp") for p in (path, weights)]  # one run writes a folder
+    try:  # both files are on disk before either is renamed: a full disk leaves the previous save whole
+        tmps[0].write_bytes(state_bytes)
+        save_weights(model, str(tmps[1]), metadata=metadata)
+        for tmp in tmps:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+    except (OSError, SafetensorError) as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot save {path} ({exc}): free space, or save to another folder (--out)") from None
+    os.replace(tmps[1], weights)  # a new name: the previous checkpoint stays whole
+    os.replace(tmps[0], path)  # the commit: from here on ``path`` is the new checkpoint
+    stale = [*path.parent.glob(f".{path.stem}.*.tmp"), *path.parent.glob(f"{path.stem}.*safetensors")]
+    for old in set(stale) - {weights}:  # what a killed save left, and the previous save's weights
+        old.unlink()
     return path
 
 
-def _damaged(path: Path, why: str) -> ValueError:
-    return ValueError(
-        f"{path} is damaged or is not a reftx checkpoint ({why}); load "
-        f"{path.parent / 'best.pt'} instead if it exists, or train again"
-    )
+class Unusable(ValueError):
+    """``Unusable(path, why)``; its message names the newest checkpoint beside it that loads, when read."""
+
+    def __str__(self) -> str:
+        path, why = self.args
+        for other in sorted(path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+            with contextlib.suppress(OSError, ValueError, KeyError):  # ``path`` itself fails here
+                if load_model(other):
+                    return f"{path} is {why}; load {other} instead, which loads"
+        return f"{path} is {why}; no checkpoint beside it loads: train again"
 
 
-def _header(path: Path) -> dict[str, str]:
-    """The metadata in the weights file of checkpoint ``path`` (checksums, model class and config)."""
-    weights = weights_path(path)
-    if not weights.is_file():
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a ``save_checkpoint`` file: an unusable one is an error naming one that loads."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"{path} is no checkpoint's .pt file: pass a run's last.pt, best.pt or step-<N>.pt")
+    if not path.is_file():
+        fix = "train first (python -m course train ...) or point to an existing .pt file"
+        raise FileNotFoundError(f"no checkpoint at {path}; {fix}")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    weights = path.with_name(f"{path.stem}.{sha[:16]}.safetensors")
+    weights = weights if weights.is_file() else path.with_suffix(".safetensors")  # the name before issue 34
+    if not weights.is_file() and not list(path.parent.glob(f"{path.stem}.*safetensors")):
         raise ValueError(
-            f"{path} has no {weights.name} beside it: either the save was cut short, or it is a checkpoint "
-            "of the old single-file format, which runs code from the file when it is read and is not "
-            "loaded. Train again"
+            f"{path} has no {path.stem}.<sha256>.safetensors beside it: another program wrote it, or it "
+            "has the old single-file format, which runs code when read and is not loaded. Train again"
         )
+    if not weights.is_file():
+        raise Unusable(path, "damaged (its sha256 names none of the weights files beside it)")
     try:
         with safe_open(str(weights), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _damaged(weights, f"{type(exc).__name__}: {str(exc)[:120]}") from None
-    if metadata.get("format") == "reftx-checkpoint-2":
-        raise ValueError(
-            f"{path} was written before the model's layers were rewritten (issue 28): its weights have "
-            "other names and post-LN or prefix-LM classes may no longer exist. Train again"
-        )
+        raise Unusable(weights, f"damaged ({type(exc).__name__}: {str(exc)[:120]})") from None
     if metadata.get("format") != FORMAT:
-        raise _damaged(weights, f"format {metadata.get('format')!r}, expected {FORMAT!r}")
-    return metadata
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and check a ``save_checkpoint`` file: a damaged one is an error naming it and ``best.pt``."""
-    path = Path(path)
-    if not path.is_file():
-        fix = "train first (python -m course train ...) or point to an existing .pt file"
-        raise FileNotFoundError(f"no checkpoint at {path}; {fix}")
-    metadata = _header(path)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != metadata["state_sha256"]:
-        raise _damaged(path, f"its sha256 differs from the one recorded in {weights_path(path).name}")
-    try:
-        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure of a checked file is one clear error
-        raise _damaged(path, f"{type(exc).__name__}: {str(exc)[:120]}") from None
-    return {**ckpt, "path": str(path), "weights_sha256": metadata["weights_sha256"]}
+        what = _OLD_FORMATS.get(metadata.get("format"), "not the weights of a reftx checkpoint")
+        raise ValueError(f"{weights} is {what} (format {metadata.get('format')!r}). Train again")
+    if metadata.get("state_sha256") != sha:
+        raise Unusable(path, f"damaged (its sha256 differs from the one recorded in {weights.name})")
+    ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)  # checked: it loads
+    ckpt.update(path=str(path), weights_file=str(weights), weights_sha256=metadata.get("weights_sha256"))
+    return ckpt
 
 
 def restore_weights(model: BaseLanguageModel, ckpt: dict) -> BaseLanguageModel:
     """Load a ``load_checkpoint`` checkpoint's weights into ``model``, checked against their sha256."""
-    weights = weights_path(ckpt["path"])
+    weights = Path(ckpt["weights_file"])
     try:
         load_weights(model, str(weights), strict=True)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _damaged(weights, f"{type(exc).__name__}: {str(exc)[:160]}") from None
+    except RuntimeError as exc:  # an intact file of another class or shape
+        what = f"{weights} holds a {ckpt['model_class']}, which does not fit this {type(model).__name__}"
+        raise ValueError(f"{what} ({str(exc)[:160]}); rebuild the model with load_model") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise Unusable(weights, f"damaged ({type(exc).__name__}: {str(exc)[:160]})") from None
     if _weights_digest(model) != ckpt["weights_sha256"]:
-        raise _damaged(weights, "the weights' sha256 differs from the one recorded in its header")
+        raise Unusable(weights, "damaged (the weights' sha256 differs from the one in its header)")
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:  # a diverged run's weights: such a model is never saved, loaded or run
+        raise Unusable(weights, f"not finite ({bad[:3]} hold NaN or inf)")
     return model
 
 
@@ -197,23 +194,24 @@ def check_same_run(path: Path, wanted: dict, action: str, fix: str) -> dict:
     keys = [k for k in sorted(stored.keys() | wanted.keys()) if stored.get(k) != wanted.get(k)]
     diff = "; ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in keys)
     if diff:
-        raise CheckpointMismatchError(
-            f"{path} was written by another run ({diff}), so it cannot be {action}. {fix}"
-        )
+        raise CheckpointMismatchError(f"{path} is from another run ({diff}): it cannot be {action}. {fix}")
     return ckpt
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before training, not at the first checkpoint, when ``folder`` cannot hold checkpoints."""
+def writer_lock(folder: Path) -> contextlib.AbstractContextManager:
+    """Hold ``folder`` for one run from before its first step: an unwritable folder fails then, and a second
+    run there (it would delete the first's temporary files) is refused. A killed run's lock is taken over."""
+    lock = SoftFileLock(folder / ".writer.lock", timeout=0)
+    fix = "train into another folder (checkpoint_dir, command line: --out)"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ValueError(
-            f"cannot write checkpoints to {folder} ({exc.strerror or exc}); choose a writable "
-            "folder (checkpoint_dir, command line: --out)"
-        ) from None
+        holder, held = lock.pid, lock.acquire()  # a killed run's lock stays: filelock takes it over
+    except (Timeout, OSError) as exc:  # another run holds it (wait for it to end), or it is not writable
+        why = f"another run, process {lock.pid}, writes there" if isinstance(exc, Timeout) else exc.strerror
+        raise ValueError(f"cannot write checkpoints to {folder} ({why or exc}); {fix}") from None
+    if holder is not None:
+        warnings.warn(f"took over {folder} from process {holder}, which is no longer running", stacklevel=2)
+    return held  # releases the lock when the run's ``with`` block ends
 
 
 def save_pretrained(model: BaseLanguageModel, folder: str | Path) -> Path:

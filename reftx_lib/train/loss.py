@@ -3,9 +3,8 @@
 With an 8k vocabulary the output head is the costliest part of a small model's step: its (N, V) logits
 are the largest tensor, and the plain loss passes over them (or a gradient as large) about six times.
 ``fused_head_cross_entropy`` does the same maths a cache-sized chunk of rows at a time and computes the
-gradients during the forward pass, so the logits never exist. ``training_loss`` uses it for eager
-float32 steps on a CPU; on a GPU, under autocast or ``torch.compile`` the plain path runs.
-"""
+gradients during the forward pass, so the logits never exist; ``training_loss`` uses it where
+``fused_loss_applies`` (eager float32 steps on a CPU) and the plain path elsewhere."""
 
 from __future__ import annotations
 
@@ -17,11 +16,8 @@ LOSS_CHUNK_BYTES = 4 * 2**20  # logits per chunk of the fused loss (at least d_m
 
 
 def training_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``loss`` and ``n_tokens`` of ``model`` on forward arguments ``inputs`` (labels included).
-
-    The model returns its final hidden states and the labels they predict (``head=False``); the head
-    and the loss are applied here, fused on an eager float32 CPU step, plainly otherwise.
-    """
+    """``loss`` and ``n_tokens`` of ``model`` on forward arguments ``inputs`` (labels included): the model
+    stops before its head (``head=False``), so the head and the loss can run here fused."""
     out = model(**inputs, head=False)
     hidden, labels = out["hidden"], out["labels"]  # (B, T, D), (B, T)
     if labels is None:

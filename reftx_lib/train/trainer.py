@@ -4,18 +4,18 @@ repeats a CPU run bit for bit, a resumed run continues exactly, and a GPU never 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
+from transformers import set_seed as seed_everything  # python, numpy, torch: a CPU run repeats bit for bit
 
 from ..data.batching import pad_batch, token_budget_batches
 from ..model.transformer import BaseLanguageModel
@@ -56,9 +56,11 @@ class TrainConfig:
     overwrite: bool = False  # replace a checkpoint of another run in checkpoint_dir instead of refusing
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_tokens", "eval_every", "log_every", "keep_every"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        counts = ("max_steps", "batch_tokens", "eval_every", "eval_batches", "checkpoint_every", "keep_every")
+        for name in ("lr", *counts, "stop_after", "log_every"):  # 0 would not mean "none": None does
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 3e38:  # lr: the fused optimizer holds it in float32
+                raise ValueError(f"TrainConfig.{name} must be positive (and below 3e38), got {value}")
         if not 0 <= self.warmup_steps <= self.max_steps:
             bounds = f"[0, max_steps={self.max_steps}]"
             raise ValueError(f"TrainConfig.warmup_steps must be in {bounds}, got {self.warmup_steps}")
@@ -85,13 +87,6 @@ def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and python so CPU runs repeat bit for bit."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW, weight decay on matrices only (not biases, norms); fused: one pass over all its tensors."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -115,26 +110,28 @@ def train(
     model: BaseLanguageModel, train_data, val_data, config: TrainConfig, resume: str | Path | None = None
 ) -> History:
     """Train ``model`` in place on ``input_ids`` rows; ``resume`` continues this run's checkpoint exactly."""
-    run = _Run(model, train_data, val_data, config, resume)  # device, optimizer, schedule, data, position
-    at, end = run.at, run.end
-    checkpoint_every = config.checkpoint_every or config.eval_every
-    model.train()
-    while at.step < end and (config.max_time_s is None or at.elapsed < config.max_time_s):
-        record = run.step(run.next_batch())
-        last, evaluate = at.step == end, at.step % config.eval_every == 0
-        save = at.step % checkpoint_every == 0
-        keep = config.keep_every is not None and at.step % config.keep_every == 0
-        if len(run.window) >= run.log_every or last or evaluate or save or keep:
-            run.flush()  # the losses to the host; training time is known (max_time_s) only now
-            last = last or (config.max_time_s is not None and at.elapsed >= config.max_time_s)
-        if evaluate or last:
-            run.evaluate(record)
-        if save or last:
-            run.save("last.pt")
-        if keep:
-            run.save(f"step-{at.step}.pt")
-    run.flush()
-    run.bar.close()
+    folder = config.checkpoint_dir if init_distributed()[0] == 0 else None  # rank 0 writes checkpoints
+    with ck.writer_lock(Path(folder)) if folder else contextlib.nullcontext():
+        run = _Run(model, train_data, val_data, config, resume)  # device, optimizer, schedule, data, position
+        at, end = run.at, run.end
+        checkpoint_every = config.checkpoint_every or config.eval_every
+        model.train()
+        while at.step < end and (config.max_time_s is None or at.elapsed < config.max_time_s):
+            record = run.step(run.next_batch())
+            last, evaluate = at.step == end, at.step % config.eval_every == 0
+            save = at.step % checkpoint_every == 0
+            keep = config.keep_every is not None and at.step % config.keep_every == 0
+            if len(run.window) >= run.log_every or last or evaluate or save or keep:
+                run.flush()  # the losses to the host; training time is known (max_time_s) only now
+                last = last or (config.max_time_s is not None and at.elapsed >= config.max_time_s)
+            if evaluate or last:
+                run.evaluate(record)
+            if save or last:
+                run.save("last.pt")
+            if keep:
+                run.save(f"step-{at.step}.pt")
+        run.flush()
+        run.bar.close()
     model.eval()
     return run.history
 
@@ -152,10 +149,7 @@ def fit(model: BaseLanguageModel, train_data, val_data, config: TrainConfig) -> 
     return History(ckpt["history"])
 
 
-_FIX_FOLDER = (
-    "Pass overwrite=True (command line: --overwrite) to train this run over it, or train into another "
-    "folder (checkpoint_dir, command line: --out)."
-)
+_FIX_FOLDER = "Pass overwrite=True (--overwrite) to replace it, or another checkpoint_dir (--out)."
 
 
 def _rows(data) -> list[list[int]]:
@@ -172,11 +166,13 @@ def _refuse_other_runs(model, config: TrainConfig, resume: str | Path | None, ra
     fix = "Resume with the model, data and settings it was trained with, or start without --resume."
     ckpt = None if resume is None else ck.check_same_run(Path(resume), wanted, "resumed by this run", fix)
     if config.checkpoint_dir and rank == 0:
-        ck.check_writable(Path(config.checkpoint_dir))
-        last = Path(config.checkpoint_dir) / "last.pt"
-        resuming_it = resume is not None and Path(resume).resolve() == last.resolve()
-        if last.is_file() and not config.overwrite and not resuming_it:
-            ck.check_same_run(last, wanted, "overwritten", _FIX_FOLDER)
+        folder = Path(config.checkpoint_dir)
+        resuming_it = resume is not None and Path(resume).resolve() == (folder / "last.pt").resolve()
+        if (folder / "last.pt").is_file() and not config.overwrite and not resuming_it:
+            ck.check_same_run(folder / "last.pt", wanted, "overwritten", _FIX_FOLDER)
+        if config.overwrite and resume is None:  # the old run goes whole: no analysis mixes two runs
+            for old in [p for pattern in ("last.*", "best.*", "step-*") for p in folder.glob(pattern)]:
+                old.unlink()
     return ckpt
 
 
@@ -206,7 +202,7 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, config.warmup_steps, config.max_steps, config.min_lr_ratio)
         )
-        self.at, self.history = Position(), History()
+        self.at, self.history, self.saved = Position(), History(), resume  # saved: the newest good checkpoint
         if ckpt is not None:  # continue exactly: weights, optimizer, schedule, data position, RNG
             ck.restore_weights(model, ckpt)
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -321,13 +317,15 @@ class _Run:
             return
         state = dict(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
         state.update(asdict(self.at), history=list(self.history), train_config=asdict(config))
-        ck.save_checkpoint(Path(folder) / name, self.model, **state, tokenizer=config.tokenizer)
+        if not all(p.isfinite().all() for p in self.model.parameters()):  # diverged: never saved
+            self._fail(f"weights hold NaN or inf at step {self.at.step}", "Lower the learning rate.")
+        self.saved = ck.save_checkpoint(Path(folder) / name, self.model, **state, tokenizer=config.tokenizer)
 
     def _fail(self, what: str, fix: str) -> NoReturn:
-        """Stop the run, naming the last good checkpoint: the one already on disk is left as it is."""
+        """Stop the run, naming its newest good checkpoint or that none was saved (finite ones only are)."""
         self.bar.close()
-        folder = self.config.checkpoint_dir
-        where = f"; the last good checkpoint is {Path(folder) / 'last.pt'}" if folder else ""
+        where = "; no checkpoint was saved before it" if self.config.checkpoint_dir else ""
+        where = f"; the last good checkpoint is {self.saved}" if self.saved else where
         raise FloatingPointError(f"{what}{where}. {fix}")
 
 
