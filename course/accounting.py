@@ -41,7 +41,8 @@ def num_parameters(model: BaseLanguageModel) -> dict[str, int]:
         "decoder_self_attention": n * attn,
         "cross_attention": n * attn if enc else 0,
         "ffn": (2 if enc else 1) * n * ffn,
-        "norms": (5 * n + 2 if enc else 2 * n + 1) * ln,  # two or three a layer, one after each stack
+        # two or three a layer, one after each stack, and the embedding norm (``embed_norm``) if any
+        "norms": (5 * n + 2 if enc else 2 * n + 1) * ln + (ln if c.embed_norm else 0),
     }
     counts["encoder"] = n * (attn + ffn + 2 * ln) + ln if enc else 0
     counts["decoder"] = n * (attn * (2 if enc else 1) + ffn + (3 if enc else 2) * ln) + ln

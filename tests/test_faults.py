@@ -675,3 +675,11 @@ def test_run_only_selects_notebooks_exactly(only):
     with pytest.raises(ValueError, match="no notebook matches"):
         notebooks(only)
     assert [p.name[:2] for p in notebooks(["03", "05"])] == ["03", "05"]
+
+
+def test_generate_summaries_refuses_a_batch_of_zero_dialogues():
+    """Before: "range() arg 3 must not be zero" from deep in the loop; now the argument is named."""
+    from reftx_lib.train.evaluation import generate_summaries
+
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        generate_summaries(make(ReferenceTransformer), {"input_ids": synthetic_rows(2, packed=True)}, None, 0)

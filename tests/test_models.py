@@ -412,3 +412,20 @@ def test_save_pretrained_and_from_pretrained_round_trip(cls, tmp_path):
     assert type(loaded) is cls
     assert loaded.config == model.config
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+
+
+def test_each_architecture_resolves_its_own_embedding_norm_and_position_scale():
+    """Issue 30: the encoder-decoder normalizes token + position (as BART and MBart) with sinusoids at 0.1;
+    the decoder-only does not (as GPT-2), with sinusoids as loud as the tokens at init. A config stored
+    before the norm existed rebuilds the model it was trained as."""
+    enc = ReferenceTransformer.from_size("nano", vocab_size=64)
+    dec = ReferenceDecoderOnly.from_size("nano", vocab_size=64)
+    assert (enc.config.embed_norm, enc.config.position_scale) == (True, 0.1)
+    assert (dec.config.embed_norm, dec.config.position_scale) == (False, pytest.approx(0.02 * 2**0.5))
+    assert isinstance(enc.embed_norm, torch.nn.LayerNorm) and isinstance(dec.embed_norm, torch.nn.Identity)
+    x = enc.eval()._embed(torch.randint(4, 64, (2, 9)))  # (B, T, D): normalized, so of RMS 1
+    assert x.shape == (2, 9, 32) and float(x.pow(2).mean().sqrt()) == pytest.approx(1, abs=0.01)
+    stored = {k: v for k, v in enc.config.to_dict().items() if k != "embed_norm"}
+    assert ReferenceTransformer.from_config(stored).config.embed_norm is False
+    explicit = ReferenceTransformer.from_size("nano", vocab_size=64, embed_norm=False)
+    assert explicit.config.position_scale == pytest.approx(0.02 * 2**0.5)

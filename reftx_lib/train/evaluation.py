@@ -112,6 +112,8 @@ def generate_summaries(
     no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """Decode a summary for every packed row of ``data`` (sources only; references are never shown)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (dialogues decoded at once), got {batch_size}")
     device = resolve_device(device)
     model.to(device).eval()
     sources = [model.split_packed_row(r)[0] for r in data["input_ids"]]
