@@ -3,7 +3,8 @@ notebook set-up (``notebook``), training reports (``report``), stored results wi
 (``results``), the runner (``runner``, ``python -m course run``), the learning-per-CPU-minute sweep
 (``sweep``), what only the course evaluates (``evaluation``, ``accounting``, ``data_stats``,
 ``memory``), the analyses of Exp 1 (``architectures``, ``verdicts``), Exp 3 (``attention``), Exp 4
-(``scaling``) and Exp 5 (``transfer``), and what the benchmarks stored (``benchmarks``). It imports
+(``scaling``) and Exp 5 (``transfer``), what the benchmarks stored (``benchmarks``), and the closing
+guidelines computed from all of them (``guidelines``, notebook 08). It imports
 ``reftx_lib``, never ``tools``. The names every notebook uses are importable from here.
 """
 

@@ -20,7 +20,7 @@ NOTEBOOKS = notebooks()
 
 def test_course_has_all_notebooks():
     names = [p.name[:2] for p in NOTEBOOKS]
-    assert names == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert names == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
