@@ -195,6 +195,8 @@ def _lookup(metrics: dict, dotted: str):
 def _fmt(value) -> str:
     if value is None:
         return "—"
+    if isinstance(value, bool):  # before int: True is an int to Python
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 1e4 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
@@ -203,6 +205,8 @@ def _fmt(value) -> str:
 # Headline numbers per experiment for the README table: (label, dotted metric key[, format]).
 HEADLINES: dict[str, list[tuple]] = {
     "samsum_baseline": [
+        ("reads its dialogue", "source_use.reads_source"),
+        ("ablation gain (nats)", "source_use.ablation_gain_nats"),
         ("test ROUGE-1", "rouge.rouge1"),
         ("ROUGE-2", "rouge.rouge2"),
         ("ROUGE-L", "rouge.rougeL"),
