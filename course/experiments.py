@@ -195,12 +195,20 @@ def reading_warmup_data(data: DatasetDict, window: int, random_start: bool, seed
     )
 
 
-def samsum_warmup(budget: str, settings: dict, tokenizer, seed: int = 0, device: str = "auto") -> CourseModel:
+def samsum_warmup(
+    budget: str,
+    settings: dict,
+    tokenizer,
+    seed: int = 0,
+    device: str = "auto",
+    data: DatasetDict | None = None,
+) -> CourseModel:
     """The baseline's first step when its budget sets ``warmup_steps_reading`` (checkpoint ``samsum-warmup``):
     the same model trained to copy stretches of the training dialogues (``reading_warmup_data``), so that
-    it has learned to read its source before it learns what summaries sound like."""
+    it has learned to read its source before it learns what summaries sound like. ``data``: SAMSum as
+    ``samsum_data`` encodes it, if the caller has it already."""
     cfg = settings["samsum"]
-    data, _ = samsum_data(cfg, tokenizer)
+    data = samsum_data(cfg, tokenizer)[0] if data is None else data
     warm = reading_warmup_data(data, cfg["warmup_window"], cfg["warmup_random_start"], seed)
     model = build_model("encdec", cfg["model"], len(tokenizer), seed=seed, dropout=cfg["dropout"])
     steps = cfg["warmup_steps_reading"]
@@ -231,9 +239,9 @@ def samsum_baseline(
         return _samsum_model(
             cfg, "samsum-plain" if plain else "samsum-baseline", budget, tokenizer, seed, device
         )
-    warm = samsum_warmup(budget, settings, tokenizer, seed, device)
-    history = warm.fit()
     course_model = _samsum_model(cfg, "samsum-baseline", budget, tokenizer, seed, device)
+    warm = samsum_warmup(budget, settings, tokenizer, seed, device, data=course_model.data)
+    history = warm.fit()
     course_model.model.load_state_dict(warm.model.state_dict())
     tag = f"{course_model.config.data}:after-warmup:{len(history)}steps:{history.best_val_loss():.5f}"
     course_model.config = replace(course_model.config, data=tag)  # a new warm-up never reuses this run

@@ -168,10 +168,10 @@ def speaker_name_precision(summaries: list[str], dialogues: list[str]) -> dict[s
     """Of the speaker names (from any dialogue's ``Name:`` turns) that the summaries mention, the share
     that speak in that summary's own dialogue; ``mentions`` counts them (precision 0 when there are none)."""
     speakers = [set(_SPEAKER.findall(d)) for d in dialogues]
-    names = set().union(*speakers)
+    names = {n: re.compile(rf"\b{re.escape(n)}\b") for n in set().union(*speakers)}  # compiled once
     own = mentions = 0
     for summary, mine in zip(summaries, speakers):
-        said = {n for n in names if re.search(rf"\b{re.escape(n)}\b", summary)}
+        said = {n for n, pattern in names.items() if pattern.search(summary)}
         own, mentions = own + len(said & mine), mentions + len(said)
     return {"precision": own / mentions if mentions else 0.0, "mentions": mentions}
 
